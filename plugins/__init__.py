@@ -1,0 +1,1 @@
+"""turnout's built-in plugins, one module per backend, registered through the `turnout` entry points."""

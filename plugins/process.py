@@ -1,0 +1,249 @@
+"""The `process` deploy target: each slot runs the release as a detached local process.
+
+The command is a template (a list of arguments, never a shell string) with the placeholders
+`{image}`, `{host}`, `{port}`, `{slot}`, `{python}` (this interpreter) and `{state_dir}`. For
+each slot address one process is started in its own session, so it outlives the turnout run
+that started it; its PID, start time, command and log files are recorded in
+`<state_dir>/slots/<slot>/`. Stopping sends SIGTERM to its process group, then SIGKILL after
+`stop_grace` seconds. Only processes whose PID *and* start time match the record are signalled,
+so a recycled PID is never killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import turnout
+from turnout.addresses import parse_address, port_in_use
+from turnout.config import Environment
+from turnout.errors import BackendError, ConfigError
+from turnout.interfaces import Registration
+from turnout.models import SLOTS, SlotStatus, utcnow
+
+NAME = "process"
+_PLACEHOLDERS = {"image", "host", "port", "slot", "python", "state_dir"}
+
+
+class ProcessConfig(BaseModel):
+    """`[target]` settings for `kind = "process"`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(..., min_length=1, description="Argument list with {image} {host} {port} {slot} {python} {state_dir}.")
+    slots: dict[str, list[str]] = Field(..., description="blue/green -> host:port (or a list of them).")
+    cwd: str | None = Field(None, description="Working directory, relative to the project root.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    stop_grace: float = Field(10.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
+
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: [x] if isinstance(x, str) else x for k, x in v.items()}
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _template(cls, v: list[str]) -> list[str]:
+        import string
+
+        for arg in v:
+            for _, field, _, _ in string.Formatter().parse(arg):
+                if field is not None and field not in _PLACEHOLDERS:
+                    raise ValueError(f"unknown placeholder {{{field}}} in {arg!r}; known: {sorted(_PLACEHOLDERS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _two_slots(self) -> "ProcessConfig":
+        if set(self.slots) != set(SLOTS):
+            raise ValueError(f"slots must name exactly blue and green, got {sorted(self.slots)}")
+        seen: set[str] = set()
+        for slot, addrs in self.slots.items():
+            if not addrs:
+                raise ValueError(f"slot {slot} has no address")
+            for a in addrs:
+                parse_address(a)
+                if a in seen:
+                    raise ValueError(f"address {a} is used by more than one slot")
+                seen.add(a)
+        return self
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (identifies a PID incarnation), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return None
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ProcessTarget:
+    """Runs releases as local processes, one per slot address."""
+
+    def __init__(self, config: ProcessConfig, environment: Environment):
+        self.config = config
+        self.environment = environment
+        self.root = environment.state_dir / "slots"
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _slot_dir(self, slot: str) -> Path:
+        return self.root / slot
+
+    def _records(self, slot: str) -> list[dict[str, Any]]:
+        d = self._slot_dir(slot)
+        out = []
+        for p in sorted(d.glob("replica-*.json")) if d.is_dir() else []:
+            try:
+                out.append(json.loads(p.read_text()) | {"_file": str(p)})
+            except (OSError, json.JSONDecodeError):
+                continue
+        return out
+
+    def _alive(self, rec: dict[str, Any]) -> bool:
+        child = self._children.get(rec["pid"])
+        if child is not None and child.poll() is not None:
+            return False
+        return _start_ticks(rec["pid"]) == rec.get("start_ticks")
+
+    def _argv(self, slot: str, release: str, address: str) -> list[str]:
+        host, port = parse_address(address)
+        values = dict(image=release, host=host, port=port, slot=slot, python=sys.executable,
+                      state_dir=str(self.environment.state_dir))
+        return [arg.format(**values) for arg in self.config.command]
+
+    def _cwd(self) -> Path:
+        return self.environment.resolve(self.config.cwd) if self.config.cwd else self.environment.root
+
+    # -- DeployTarget --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """The working directory must exist."""
+        if not self._cwd().is_dir():
+            raise ConfigError(f"target.cwd: directory {self._cwd()} does not exist")
+
+    def endpoints(self, slot: str) -> list[str]:
+        """The slot's configured addresses."""
+        return list(self.config.slots[slot])
+
+    def describe_start(self, slot: str, release: str) -> list[str]:
+        """The command lines `start` would run."""
+        return [" ".join(self._argv(slot, release, a)) + f"   (cwd {self._cwd()})" for a in self.endpoints(slot)]
+
+    def start(self, slot: str, release: str) -> list[str]:
+        """Stop what runs in `slot`, check its addresses are free, start one process per address."""
+        self.stop(slot)
+        for addr in self.endpoints(slot):
+            if port_in_use(*parse_address(addr)):
+                raise BackendError(
+                    f"slot {slot} address {addr} is already in use by a process turnout did not start; "
+                    "stop it or change [target.slots]"
+                )
+        d = self._slot_dir(slot)
+        d.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.config.env, "TURNOUT_SLOT": slot, "TURNOUT_RELEASE": release}
+        urls = []
+        for i, addr in enumerate(self.endpoints(slot)):
+            argv = self._argv(slot, release, addr)
+            out, err = d / f"replica-{i}.out.log", d / f"replica-{i}.err.log"
+            with open(out, "ab") as fo, open(err, "ab") as fe:
+                try:
+                    proc = subprocess.Popen(argv, cwd=self._cwd(), env=env, stdin=subprocess.DEVNULL,
+                                            stdout=fo, stderr=fe, start_new_session=True)
+                except OSError as e:
+                    raise BackendError(f"slot {slot}: cannot run {argv[0]!r}: {e}") from e
+            self._children[proc.pid] = proc
+            record = dict(pid=proc.pid, start_ticks=_start_ticks(proc.pid), release=release, address=addr,
+                          argv=argv, stdout=str(out), stderr=str(err), started_at=utcnow().isoformat())
+            tmp = d / f".replica-{i}.json.tmp"
+            tmp.write_text(json.dumps(record, indent=2))
+            os.replace(tmp, d / f"replica-{i}.json")
+            urls.append(f"http://{addr}")
+        return urls
+
+    def stop(self, slot: str) -> None:
+        """TERM the slot's process groups, KILL what is left after the grace period."""
+        recs = self._records(slot)
+        live = [r for r in recs if self._alive(r)]
+        for r in live:
+            _signal_group(r["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_grace
+        while any(self._alive(r) for r in live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for r in live:
+            if self._alive(r):
+                _signal_group(r["pid"], signal.SIGKILL)
+        for r in live:  # reap our own children so they do not linger as zombies
+            child = self._children.pop(r["pid"], None)
+            if child is not None:
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for r in recs:
+            Path(r["_file"]).unlink(missing_ok=True)
+
+    def status(self, slot: str) -> SlotStatus:
+        """running (every replica up), exited (a replica died), or stopped (nothing recorded)."""
+        recs = self._records(slot)
+        if not recs:
+            return SlotStatus(slot=slot, state="stopped", endpoints=self.endpoints(slot))
+        dead = [r for r in recs if not self._alive(r)]
+        detail = ""
+        if dead:
+            r = dead[0]
+            child = self._children.get(r["pid"])
+            code = child.returncode if child is not None else None
+            detail = f"process {r['pid']} ({r['address']}) exited" + (f" with code {code}" if code is not None else "")
+            tail = [line.strip() for line in _tail(Path(r["stderr"]), 3).splitlines() if line.strip()]
+            if tail:
+                detail += f"; last stderr: {' | '.join(tail)}"
+        return SlotStatus(slot=slot, state="exited" if dead else "running", release=recs[0].get("release"),
+                          endpoints=[r["address"] for r in recs], pid=recs[0]["pid"], detail=detail)
+
+    def logs(self, slot: str, lines: int = 100) -> str:
+        """The tail of each replica's stdout and stderr."""
+        d = self._slot_dir(slot)
+        parts = []
+        for p in sorted(d.glob("replica-*.log")) if d.is_dir() else []:
+            parts.append(f"==> {p.name} <==\n{_tail(p, lines)}")
+        return "\n".join(parts)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # started with start_new_session, so its group id is its pid
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@turnout.hookimpl
+def register_targets() -> list[Registration]:
+    """The process target."""
+    return [Registration(NAME, ProcessConfig, ProcessTarget, "local processes, one per slot address")]

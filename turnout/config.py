@@ -1,0 +1,200 @@
+"""Environment files: `deployments/<env>.toml`, loaded and validated before anything is touched.
+
+The core keys are validated here; each plugin's own table (`[router]`, `[target]`, every gate
+and notifier) is validated against that plugin's pydantic model by `turnout.plugins`. Any error
+becomes a `ConfigError` naming the file, the key and the reason (TOML syntax errors keep their
+line number).
+
+Relative paths in an environment file are relative to the project root: the directory that holds
+the `deployments/` folder (the parent of the config directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from turnout.errors import ConfigError
+
+__all__ = [
+    "PluginTable",
+    "HealthConfig",
+    "CanaryConfig",
+    "ThresholdsConfig",
+    "RollbackConfig",
+    "Environment",
+    "config_dir",
+    "load_environment",
+    "format_validation_error",
+]
+
+_ENV_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class PluginTable(BaseModel):
+    """A table that picks a plugin by `kind`; every other key belongs to that plugin's model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(..., min_length=1, description="Registered name of the plugin, e.g. 'nginx'.")
+
+    def settings(self) -> dict[str, Any]:
+        """The plugin's own keys (everything except `kind`)."""
+        return dict(self.model_extra or {})
+
+
+class HealthConfig(BaseModel):
+    """Health checks run against a slot before it takes traffic and after the switch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(default_factory=lambda: ["/health/live", "/health/ready", "/metrics"])
+    timeout: float = Field(300.0, gt=0, description="Seconds to wait for the release to become healthy.")
+    max_response_time: float = Field(1.0, gt=0, description="Seconds a health response may take.")
+    interval: float = Field(0.5, gt=0, description="First retry delay; it doubles up to 5 s.")
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.startswith("/") or any(c.isspace() for c in p):
+                raise ValueError(f"health path {p!r} must start with '/' and contain no whitespace")
+        return v
+
+
+class CanaryConfig(BaseModel):
+    """Canary ramp defaults (used by the canary flow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
+    duration: float = Field(300.0, gt=0)
+
+    @field_validator("stages")
+    @classmethod
+    def _ramp(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("stages must not be empty")
+        if any(s < 1 or s > 100 for s in v):
+            raise ValueError(f"every stage must be within 1..100, got {v}")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"stages must be strictly increasing, got {v}")
+        if v[-1] != 100:
+            raise ValueError(f"the last stage must be 100, got {v[-1]}")
+        return v
+
+
+class ThresholdsConfig(BaseModel):
+    """Canary-versus-stable limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate_increase: float = Field(0.05, ge=0)
+    max_p95_latency_increase: float = Field(3.0, ge=0)
+    min_availability: float = Field(0.95, ge=0, le=1)
+
+
+class RollbackConfig(BaseModel):
+    """Watch-window triggers after a promotion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch: float = Field(600.0, ge=0)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    max_p95_latency: float = Field(3.0, gt=0)
+    min_availability: float = Field(0.95, ge=0, le=1)
+    health_failing_for: float = Field(120.0, gt=0)
+
+
+class Environment(BaseModel):
+    """One environment file, validated. `root` is the project root relative paths resolve against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    state_dir: Path = Path(".turnout/default")
+    ledger_url: str | None = Field(None, description="Any SQLAlchemy URL; default SQLite under state_dir.")
+    router: PluginTable
+    target: PluginTable
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    metrics: PluginTable | None = None
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    gates: list[PluginTable] = Field(default_factory=list)
+    notifiers: list[PluginTable] = Field(default_factory=list)
+    database: dict[str, Any] | None = None
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ENV_NAME_RE.match(v):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (it names files and upstreams)")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Environment":
+        if not self.state_dir.is_absolute():
+            self.state_dir = (self.root / self.state_dir).resolve()
+        return self
+
+    @property
+    def effective_ledger_url(self) -> str:
+        """The ledger's SQLAlchemy URL: `ledger_url`, or a SQLite file in the state directory."""
+        return self.ledger_url or f"sqlite:///{self.state_dir / 'ledger.sqlite'}"
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the environment file, made absolute against the project root."""
+        p = Path(path)
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+
+def config_dir(explicit: str | Path | None = None) -> Path:
+    """Where environment files live: the argument, `$TURNOUT_CONFIG_DIR`, or `./deployments`."""
+    if explicit:
+        return Path(explicit).resolve()
+    if os.environ.get("TURNOUT_CONFIG_DIR"):
+        return Path(os.environ["TURNOUT_CONFIG_DIR"]).resolve()
+    return (Path.cwd() / "deployments").resolve()
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line per problem: `<source>: <dotted.key>: <reason>`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_environment(name: str, directory: str | Path | None = None) -> Environment:
+    """Read and validate `deployments/<name>.toml`; raise ConfigError naming the problem."""
+    if not _ENV_NAME_RE.match(name or ""):
+        raise ConfigError(f"environment name {name!r} is not valid: use lowercase letters, digits, '-' or '_'")
+    cdir = config_dir(directory)
+    path = cdir / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in cdir.glob("*.toml")) if cdir.is_dir() else []
+        hint = f"known environments: {', '.join(known)}" if known else f"no environment files in {cdir}"
+        raise ConfigError(f"unknown environment {name!r}: {path} does not exist ({hint})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    if data.get("name", name) != name:
+        raise ConfigError(f"{path}: name: is {data['name']!r} but the file is for environment {name!r}")
+    data.setdefault("name", name)
+    data["root"] = cdir.parent
+    try:
+        return Environment.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(str(path), e)) from None

@@ -1,0 +1,386 @@
+"""The ledger: the durable record of environments, slots, traffic, deployments and their evidence.
+
+Every action that changes the world is written here twice: as an *intent* before it is attempted
+and as a *result* after, so a crashed run can be reconciled. One deployment per environment runs
+at a time, enforced by a row in `locks` (a primary key, so it holds across processes and hosts);
+a lock whose holder process is gone on this host is taken over and the crashed run recorded.
+
+SQLite by default (a file in the state directory), any SQLAlchemy URL otherwise. This module never
+imports Prefect: `turnout status` reads it in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from turnout.errors import LockHeld
+from turnout.models import SLOTS, Split, Verdict, utcnow
+
+__all__ = ["Ledger", "LockInfo"]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class EnvironmentRow(_Base):
+    __tablename__ = "environments"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    split_blue: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    split_green: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_known_good: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_known_good_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SlotRow(_Base):
+    __tablename__ = "slots"
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(16), primary_key=True)
+    release: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="empty")
+    endpoints: Mapped[list] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeploymentRow(_Base):
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(64), index=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    release: Mapped[str] = mapped_column(String(255))
+    from_release: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    from_slot: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_slot: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ActionRow(_Base):
+    __tablename__ = "actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(64))
+    intent: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="intent")  # intent | done | failed
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class VerdictRow(_Base):
+    __tablename__ = "verdicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    gate: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LockRow(_Base):
+    __tablename__ = "locks"
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    purpose: Mapped[str] = mapped_column(String(64), default="deploy")
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LockInfo(dict):
+    """The lock row as a dict, plus `taken_over`: the stale lock this one replaced, if any."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
+
+
+class Ledger:
+    """Read and write the ledger at `url` (created on first use)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        _Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success, rolled back on error."""
+        with self._session() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # --- the environment lock -------------------------------------------------------------------
+
+    def acquire_lock(self, environment: str, purpose: str = "deploy") -> LockInfo:
+        """Take the environment's lock or raise LockHeld naming the holder.
+
+        A lock held by a process that no longer exists on this host is stale: it is taken over, the
+        crashed deployment is marked failed, and the returned LockInfo says so in `taken_over`.
+        """
+        host, pid = socket.gethostname(), os.getpid()
+        taken_over = None
+        with self.session() as s:
+            row = s.get(LockRow, environment)
+            if row is not None:
+                if row.host == host and not _pid_alive(row.pid):
+                    taken_over = _row_dict(row)
+                    if row.deployment_id:
+                        dep = s.get(DeploymentRow, row.deployment_id)
+                        if dep is not None and dep.status == "running":
+                            dep.status = "failed"
+                            dep.reason = f"the run crashed (pid {row.pid} is gone); lock taken over"
+                            dep.finished_at = utcnow()
+                    s.delete(row)
+                    s.flush()
+                else:
+                    raise LockHeld(self._held_message(environment, row))
+        try:
+            with self.session() as s:
+                s.add(LockRow(environment=environment, purpose=purpose, pid=pid, host=host))
+        except IntegrityError:
+            with self.session() as s:
+                row = s.get(LockRow, environment)
+                raise LockHeld(self._held_message(environment, row)) from None
+        info = LockInfo(environment=environment, pid=pid, host=host, purpose=purpose)
+        info["taken_over"] = taken_over
+        return info
+
+    @staticmethod
+    def _held_message(environment: str, row: LockRow | None) -> str:
+        if row is None:
+            return f"environment {environment!r} is locked by another deployment"
+        dep = f"deployment #{row.deployment_id}" if row.deployment_id else row.purpose
+        return (
+            f"environment {environment!r} is busy: {dep} holds it (pid {row.pid} on {row.host}, "
+            f"since {row.acquired_at:%Y-%m-%d %H:%M:%S}); wait for it to finish, this run was not queued"
+        )
+
+    def ensure_unlocked(self, environment: str) -> None:
+        """Raise LockHeld when a live process holds the environment (a cheap check before a run)."""
+        with self.session() as s:
+            row = s.get(LockRow, environment)
+            if row is not None and not (row.host == socket.gethostname() and not _pid_alive(row.pid)):
+                raise LockHeld(self._held_message(environment, row))
+
+    def attach_lock(self, environment: str, deployment_id: int) -> None:
+        """Record which deployment holds the lock."""
+        with self.session() as s:
+            row = s.get(LockRow, environment)
+            if row is not None:
+                row.deployment_id = deployment_id
+
+    def release_lock(self, environment: str) -> None:
+        """Release the lock if this process holds it."""
+        with self.session() as s:
+            row = s.get(LockRow, environment)
+            if row is not None and row.pid == os.getpid() and row.host == socket.gethostname():
+                s.delete(row)
+
+    def lock_holder(self, environment: str) -> dict[str, Any] | None:
+        """The current lock row, or None."""
+        with self.session() as s:
+            row = s.get(LockRow, environment)
+            return _row_dict(row) if row else None
+
+    # --- deployments, actions and verdicts ------------------------------------------------------
+
+    def start_deployment(self, environment: str, strategy: str, release: str, **fields: Any) -> int:
+        """Record a new deployment in state `running`; return its id."""
+        with self.session() as s:
+            self._env_row(s, environment)
+            row = DeploymentRow(
+                environment=environment, strategy=strategy, release=release,
+                pid=os.getpid(), host=socket.gethostname(), **fields,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def update_deployment(self, deployment_id: int, **fields: Any) -> None:
+        """Change fields of a deployment row."""
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            for k, v in fields.items():
+                setattr(row, k, v)
+
+    def finish_deployment(self, deployment_id: int, status: str, reason: str = "") -> None:
+        """Record the outcome: promoted, aborted or failed."""
+        self.update_deployment(deployment_id, status=status, reason=reason, finished_at=utcnow())
+
+    def intent(self, deployment_id: int, phase: str, name: str, **detail: Any) -> int:
+        """Write what is about to be done, before doing it; return the action id."""
+        with self.session() as s:
+            row = ActionRow(deployment_id=deployment_id, phase=phase, name=name, intent=_jsonable(detail))
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def result(self, action_id: int, ok: bool, **detail: Any) -> None:
+        """Write how an action ended."""
+        with self.session() as s:
+            row = s.get(ActionRow, action_id)
+            row.state = "done" if ok else "failed"
+            row.result = _jsonable(detail)
+            row.finished_at = utcnow()
+
+    def record_verdict(self, deployment_id: int, verdict: Verdict) -> None:
+        """Store a gate verdict with its evidence."""
+        with self.session() as s:
+            s.add(VerdictRow(
+                deployment_id=deployment_id, gate=verdict.gate, phase=verdict.phase.value,
+                outcome=verdict.outcome.value, reason=verdict.reason, evidence=_jsonable(verdict.evidence),
+            ))
+
+    # --- environment state ----------------------------------------------------------------------
+
+    def _env_row(self, s: Session, environment: str) -> EnvironmentRow:
+        row = s.get(EnvironmentRow, environment)
+        if row is None:
+            row = EnvironmentRow(name=environment)
+            s.add(row)
+            for slot in SLOTS:
+                s.add(SlotRow(environment=environment, slot=slot, state="empty", endpoints=[]))
+            s.flush()
+        return row
+
+    def set_slot(self, environment: str, slot: str, *, state: str, release: str | None = None,
+                 endpoints: list[str] | None = None) -> None:
+        """Record what a slot holds now."""
+        with self.session() as s:
+            self._env_row(s, environment)
+            row = s.get(SlotRow, (environment, slot))
+            row.state = state
+            if release is not None or state in ("empty", "stopped"):
+                row.release = release if release is not None else row.release
+            if endpoints is not None:
+                row.endpoints = list(endpoints)
+            row.updated_at = utcnow()
+
+    def set_split(self, environment: str, split: Split) -> None:
+        """Record the traffic split now in force."""
+        with self.session() as s:
+            row = self._env_row(s, environment)
+            row.split_blue, row.split_green = split.blue, split.green
+            row.updated_at = utcnow()
+
+    def set_last_known_good(self, environment: str, release: str) -> None:
+        """Record the release that was promoted and survived."""
+        with self.session() as s:
+            row = self._env_row(s, environment)
+            row.last_known_good, row.last_known_good_at = release, utcnow()
+
+    def environment_state(self, environment: str) -> dict[str, Any]:
+        """Everything `turnout status` shows: split, slots, last known good, lock, last deployment."""
+        with self.session() as s:
+            env = s.get(EnvironmentRow, environment)
+            slots = {r.slot: _row_dict(r) for r in s.scalars(select(SlotRow).where(SlotRow.environment == environment))}
+            last = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.environment == environment)
+                .order_by(DeploymentRow.id.desc()).limit(1)
+            ).first()
+            lock = s.get(LockRow, environment)
+            split = None
+            if env is not None and env.split_blue is not None:
+                split = Split(blue=env.split_blue, green=env.split_green)
+            return {
+                "environment": environment,
+                "known": env is not None,
+                "split": split,
+                "slots": slots,
+                "last_known_good": env.last_known_good if env else None,
+                "last_known_good_at": env.last_known_good_at if env else None,
+                "last_deployment": _row_dict(last) if last else None,
+                "lock": _row_dict(lock) if lock else None,
+            }
+
+    def history(self, environment: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest deployments, newest first."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.environment == environment)
+                .order_by(DeploymentRow.id.desc()).limit(limit)
+            )
+            return [_row_dict(r) for r in rows]
+
+    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+        """One deployment with its actions and verdicts, in order."""
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            if row is None:
+                return None
+            d = _row_dict(row)
+            d["actions"] = [_row_dict(a) for a in s.scalars(
+                select(ActionRow).where(ActionRow.deployment_id == deployment_id).order_by(ActionRow.id))]
+            d["verdicts"] = [_row_dict(v) for v in s.scalars(
+                select(VerdictRow).where(VerdictRow.deployment_id == deployment_id).order_by(VerdictRow.id))]
+            return d
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets `turnout status` read while a deployment writes.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """Make evidence JSON-safe (enums, datetimes, models become plain values)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return _jsonable(value.model_dump(mode="json"))
+    if hasattr(value, "value") and not isinstance(value, (int, float, str, bool)):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return str(value)

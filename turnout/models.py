@@ -1,0 +1,176 @@
+"""The vocabulary every layer shares: slots, traffic splits, releases, gate verdicts, events.
+
+Plain pydantic models with no I/O, so the judge, the flows and the plugins can all use them and
+tests can build them by hand.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+__all__ = [
+    "SLOTS",
+    "Slot",
+    "other_slot",
+    "validate_release",
+    "Split",
+    "Outcome",
+    "Phase",
+    "Verdict",
+    "DeploymentEvent",
+    "SlotStatus",
+    "utcnow",
+]
+
+Slot = Literal["blue", "green"]
+SLOTS: tuple[str, str] = ("blue", "green")
+
+# A release is an image reference (`registry/app:tag`, `app@sha256:…`) or a plain version (`v2`).
+# It ends up in command lines, NGINX comments and container names, so only the characters an image
+# reference can hold are allowed: no whitespace, quotes, `;`, `{`, `}`, `$` or newlines.
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the ledger stores nothing else)."""
+    return datetime.now(timezone.utc)
+
+
+def other_slot(slot: str) -> str:
+    """The slot that is not `slot`."""
+    if slot not in SLOTS:
+        raise ValueError(f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}")
+    return SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
+
+
+def validate_release(image: str) -> str:
+    """Return `image` if it is a safe release name, else raise ValueError saying which character is wrong."""
+    if not isinstance(image, str) or not image:
+        raise ValueError("the release (--image) is empty")
+    bad = sorted({c for c in image if not re.match(r"[A-Za-z0-9._/:@+-]", c)})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ValueError(
+            f"release {image!r} contains characters that are not allowed in an image name: {shown} "
+            "(allowed: letters, digits and . _ / : @ + -)"
+        )
+    if not _RELEASE_RE.match(image):
+        raise ValueError(
+            f"release {image!r} is not a valid image name: it must start with a letter or digit "
+            "and be at most 255 characters"
+        )
+    return image
+
+
+class Split(BaseModel):
+    """Traffic weights per slot; they always sum to 100 and at least one slot carries traffic."""
+
+    blue: int = Field(0, ge=0, le=100)
+    green: int = Field(0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> "Split":
+        if self.blue + self.green != 100:
+            raise ValueError(f"weights must sum to 100, got blue={self.blue} green={self.green}")
+        return self
+
+    @classmethod
+    def all_to(cls, slot: str) -> "Split":
+        """A split sending 100% to `slot`."""
+        return cls(**{slot: 100, other_slot(slot): 0})
+
+    @classmethod
+    def canary(cls, stable: str, weight: int) -> "Split":
+        """`weight`% to the slot that is not `stable`, the rest to `stable`."""
+        return cls(**{other_slot(stable): weight, stable: 100 - weight})
+
+    def weight(self, slot: str) -> int:
+        """The weight of one slot."""
+        return getattr(self, slot)
+
+    def live_slots(self) -> list[str]:
+        """Slots with a non-zero weight."""
+        return [s for s in SLOTS if self.weight(s) > 0]
+
+    def as_dict(self) -> dict[str, int]:
+        """{"blue": w, "green": w}."""
+        return {s: self.weight(s) for s in SLOTS}
+
+    def __str__(self) -> str:
+        return f"blue={self.blue} green={self.green}"
+
+
+class Outcome(str, enum.Enum):
+    """How a measurement or gate ended (Argo Rollouts' vocabulary)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+
+
+class Phase(str, enum.Enum):
+    """When a gate runs."""
+
+    PRE_DEPLOY = "pre-deploy"
+    PRE_TRAFFIC = "pre-traffic"
+    POST_SWITCH = "post-switch"
+    STEP = "step"
+    WATCH = "watch"
+    POST_ROLLBACK = "post-rollback"
+
+
+class Verdict(BaseModel):
+    """What a gate said, with the evidence it said it on."""
+
+    gate: str
+    phase: Phase
+    outcome: Outcome
+    reason: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True only for PASS: inconclusive and error never let a deployment through."""
+        return self.outcome is Outcome.PASS
+
+
+class SlotStatus(BaseModel):
+    """What a deploy target knows about one slot."""
+
+    slot: str
+    state: Literal["running", "stopped", "exited", "unknown"]
+    release: str | None = None
+    endpoints: list[str] = Field(default_factory=list)
+    pid: int | None = None
+    detail: str = ""
+
+    @property
+    def running(self) -> bool:
+        """True when the slot's release is up (not necessarily healthy)."""
+        return self.state == "running"
+
+
+class DeploymentEvent(BaseModel):
+    """One thing that happened during a deployment, broadcast to every plugin and notifier."""
+
+    kind: str  # e.g. "deployment.started", "phase.started", "traffic.shifted", "deployment.finished"
+    environment: str
+    deployment_id: int | None = None
+    release: str | None = None
+    phase: str | None = None
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("kind")
+    @classmethod
+    def _dotted(cls, v: str) -> str:
+        if "." not in v:
+            raise ValueError("event kinds are dotted, e.g. 'deployment.started'")
+        return v

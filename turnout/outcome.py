@@ -1,0 +1,54 @@
+"""Ending a deployment: record the outcome, report it, tell everyone, and fail the flow run if needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turnout.errors import EXIT_ABORTED, EXIT_OK, EXIT_UNSAFE
+from turnout.report import render_markdown
+
+__all__ = ["DeploymentFailed", "finish", "EXIT_BY_OUTCOME"]
+
+EXIT_BY_OUTCOME = {"promoted": EXIT_OK, "aborted": EXIT_ABORTED, "failed": EXIT_UNSAFE, "dry-run": EXIT_OK}
+
+
+class DeploymentFailed(Exception):
+    """Raised at the end of a flow that did not promote, so the Prefect run ends Failed.
+
+    `outcome` is the same dict a promoted run returns.
+    """
+
+    def __init__(self, outcome: dict[str, Any]):
+        super().__init__(f"{outcome['outcome']}: {outcome['reason']}")
+        self.outcome = outcome
+
+
+def finish(rt, deployment_id: int, status: str, reason: str, plan=None) -> dict[str, Any]:
+    """Record `status`, publish the report artifact, broadcast the end; raise DeploymentFailed unless promoted."""
+    rt.ledger.finish_deployment(deployment_id, status, reason)
+    dep = rt.ledger.deployment(deployment_id)
+    report = render_markdown(dep, plan.as_dict() if plan else None)
+    report_path = rt.environment.state_dir / "reports" / f"deployment-{deployment_id}.md"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report)
+    _artifact(rt.name, report, f"{dep['strategy']} {dep['release']}: {status}")
+    outcome = {
+        "outcome": status, "reason": reason, "deployment_id": deployment_id, "environment": rt.name,
+        "release": dep["release"], "slot": dep["to_slot"], "report": str(report_path),
+        "exit_code": EXIT_BY_OUTCOME[status],
+    }
+    rt.emit("deployment.finished", deployment_id, release=dep["release"],
+            message=f"{status}" + (f": {reason}" if reason else ""), data={"outcome": status})
+    if status != "promoted":
+        raise DeploymentFailed(outcome)
+    return outcome
+
+
+def _artifact(env: str, markdown: str, description: str) -> None:
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        key = "turnout-" + "".join(c if c.isalnum() else "-" for c in env.lower()) + "-report"
+        create_markdown_artifact(markdown, key=key, description=description)
+    except Exception:  # an artifact is a courtesy; the report file and the ledger are the record
+        pass
