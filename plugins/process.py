@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import turnout
 from turnout.addresses import parse_address, port_in_use
@@ -33,13 +35,21 @@ NAME = "process"
 _PLACEHOLDERS = {"image", "host", "port", "slot", "python", "state_dir"}
 
 
+def _address(value: str) -> str:
+    parse_address(value)
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+
+
 class ProcessConfig(BaseModel):
     """`[target]` settings for `kind = "process"`."""
 
     model_config = ConfigDict(extra="forbid")
 
     command: list[str] = Field(..., min_length=1, description="Argument list with {image} {host} {port} {slot} {python} {state_dir}.")
-    slots: dict[str, list[str]] = Field(..., description="blue/green -> host:port (or a list of them).")
+    slots: dict[str, list[Address]] = Field(..., description="blue/green -> host:port (or a list of them).")
     cwd: str | None = Field(None, description="Working directory, relative to the project root.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     stop_grace: float = Field(10.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
@@ -71,7 +81,6 @@ class ProcessConfig(BaseModel):
             if not addrs:
                 raise ValueError(f"slot {slot} has no address")
             for a in addrs:
-                parse_address(a)
                 if a in seen:
                     raise ValueError(f"address {a} is used by more than one slot")
                 seen.add(a)

@@ -226,7 +226,7 @@ def validate(environment: str, config_dir: str | None) -> None:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Leave the demo environment running at the end.")
-@click.option("--requests", "load_requests", type=click.IntRange(10, 100000), default=3000,
+@click.option("--requests", "load_requests", type=click.IntRange(10, 100000), default=20000,
               help="Upper bound of requests the background load sends.")
 def demo(keep: bool, load_requests: int) -> None:
     """Deploy v1, blue-green to v2 under load (0 errors), then show v4 refused before any traffic moves."""
@@ -234,6 +234,15 @@ def demo(keep: bool, load_requests: int) -> None:
     from turnout.demo import run_demo
 
     sys.exit(run_demo(keep=keep, max_requests=load_requests))
+
+
+@cli.command("demo-stop")
+def demo_stop() -> None:
+    """Stop a demo left running by `turnout demo --keep`."""
+    from turnout.demo import stop_demo
+
+    stop_demo()
+    click.echo("demo stopped")
 
 
 def main() -> None:

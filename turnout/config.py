@@ -164,11 +164,11 @@ def config_dir(explicit: str | Path | None = None) -> Path:
     return (Path.cwd() / "deployments").resolve()
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
-    """One line per problem: `<source>: <dotted.key>: <reason>`."""
+def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `<source>: <prefix><dotted.key>: <reason>`."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else (prefix.rstrip(".") or "(top level)")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"

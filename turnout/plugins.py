@@ -66,14 +66,17 @@ def _csv_env(var: str) -> list[str] | None:
 class Registry:
     """Every plugin that loaded, indexed by kind and name."""
 
-    def __init__(self, pm: pluggy.PluginManager, sources: dict[int, str] | None = None):
+    def __init__(self, pm: pluggy.PluginManager, sources: dict[str, str] | None = None):
         self.pm = pm
         self._sources = sources or {}
         self._regs: dict[str, dict[str, tuple[Registration, str]]] = {k: {} for k in PLUGIN_KINDS}
+        self._trace = os.environ.get("TURNOUT_TRACE_HOOKS") == "1"
         for kind, hook in _HOOK_BY_KIND.items():
-            caller = getattr(pm.hook, hook)
-            for impl in caller.get_hookimpls():
+            # one implementation at a time, so every answer is attributed to the plugin that gave it
+            for impl in getattr(pm.hook, hook).get_hookimpls():
                 source = self._source_of(impl.plugin)
+                if self._trace:
+                    sys.stderr.write(f"  {hook} [{impl.plugin_name}]\n")
                 for reg in impl.function() or []:
                     if not isinstance(reg, Registration):
                         raise ConfigError(f"plugin {source}: {hook}() must return Registration objects, got {reg!r}")
@@ -86,7 +89,8 @@ class Registry:
                     self._regs[kind][reg.name] = (reg, source)
 
     def _source_of(self, plugin: Any) -> str:
-        return self._sources.get(id(plugin)) or f"module {getattr(plugin, '__name__', repr(plugin))}"
+        name = getattr(plugin, "__name__", None) or type(plugin).__module__
+        return self._sources.get(name) or f"module {name}"
 
     def names(self, kind: str) -> list[str]:
         """Registered names of one kind, sorted."""
@@ -114,7 +118,8 @@ class Registry:
         try:
             return reg.config_model.model_validate(table.settings())
         except ValidationError as e:
-            raise ConfigError(format_validation_error(where, e)) from None
+            source, _, key = where.rpartition(": ")
+            raise ConfigError(format_validation_error(source or where, e, f"{key}." if source else "")) from None
 
     def create(self, kind: str, table: PluginTable, environment: "Environment", where: str) -> Any:
         """Build the plugin object an environment table names."""
@@ -125,15 +130,17 @@ class Registry:
     def broadcast(self, event: DeploymentEvent) -> None:
         """Deliver an event to every plugin's `deployment_event`; failures are logged, not raised."""
         for impl in self.pm.hook.deployment_event.get_hookimpls():
+            if self._trace:
+                sys.stderr.write(f"  deployment_event [{impl.plugin_name}] {event.kind}\n")
             try:
                 impl.function(event=event)
             except Exception as e:  # a plugin must never break a deployment
                 log.warning("plugin %s failed on event %s: %s", self._source_of(impl.plugin), event.kind, e)
 
 
-def _build_manager() -> tuple[pluggy.PluginManager, dict[int, str]]:
+def _build_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
     pm = pluggy.PluginManager("turnout")
-    sources: dict[int, str] = {}
+    sources: dict[str, str] = {}  # plugin module name -> where it came from
     pm.add_hookspecs(hookspecs)
     only = _csv_env("TURNOUT_LOAD_PLUGINS")
     for ep in importlib.metadata.entry_points(group="turnout"):
@@ -147,7 +154,7 @@ def _build_manager() -> tuple[pluggy.PluginManager, dict[int, str]]:
             raise ConfigError(f"plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
         pm.register(plugin, name=ep.name)
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
-        sources[id(plugin)] = f"{dist} (entry point {ep.name} = {ep.value})"
+        sources[getattr(plugin, "__name__", ep.value)] = f"{dist} (entry point {ep.name} = {ep.value})"
     for modname in _csv_env("TURNOUT_PLUGIN_MODULES") or []:
         try:
             module = importlib.import_module(modname)
@@ -155,12 +162,12 @@ def _build_manager() -> tuple[pluggy.PluginManager, dict[int, str]]:
             raise ConfigError(f"TURNOUT_PLUGIN_MODULES: cannot import {modname!r}: {e}") from e
         if pm.get_plugin(modname) is None:
             pm.register(module, name=modname)
-            sources[id(module)] = f"module {modname} (TURNOUT_PLUGIN_MODULES)"
+            sources[modname] = f"module {modname} (TURNOUT_PLUGIN_MODULES)"
     try:
         pm.check_pending()  # a misspelled hook name fails here, not silently
     except pluggy.PluginValidationError as e:
         raise ConfigError(f"a plugin implements an unknown hook: {e}") from e
-    if os.environ.get("TURNOUT_TRACE_HOOKS") == "1":
+    if os.environ.get("TURNOUT_TRACE_HOOKS") == "1":  # hooks called through pluggy are traced by it
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm, sources

@@ -1,0 +1,64 @@
+# turnout: `make demo` (the main job, embedded defaults) and `make test` (the whole suite).
+# Both do every set-up step themselves: virtualenv, Python dependencies, NGINX.
+
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.turnout-installed
+ENV     ?= staging
+IMAGE   ?=
+
+.PHONY: demo demo-keep demo-stop test test-fast bench nginx install deploy-staging deploy-production status history plugins clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# NGINX from the system package manager when it is missing and we are root; otherwise say how.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing NGINX (Debian package nginx-light)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; \
+	  else echo "NGINX is missing: run 'sudo apt-get install nginx-light' (or your system's nginx package)"; exit 1; fi; }
+
+demo: install nginx
+	$(BIN)/turnout demo
+
+demo-keep: install nginx
+	$(BIN)/turnout demo --keep
+
+demo-stop: install
+	$(BIN)/turnout demo-stop
+
+test: install nginx
+	$(BIN)/python -m pytest -q
+
+bench: install nginx
+	$(BIN)/python bench/switch_under_load.py
+	$(BIN)/python bench/orchestration_overhead.py
+
+# Operator targets: make deploy-staging IMAGE=demo:v2
+deploy-staging: install
+	@test -n "$(IMAGE)" || { echo "usage: make deploy-staging IMAGE=demo:v2"; exit 2; }
+	$(BIN)/turnout blue-green --image "$(IMAGE)" --environment staging
+
+deploy-production: install
+	@test -n "$(IMAGE)" || { echo "usage: make deploy-production IMAGE=demo:v2"; exit 2; }
+	$(BIN)/turnout blue-green --image "$(IMAGE)" --environment production
+
+status: install
+	$(BIN)/turnout status --environment $(ENV)
+
+history: install
+	$(BIN)/turnout history --environment $(ENV)
+
+plugins: install
+	$(BIN)/turnout plugins
+
+clean:
+	rm -rf .pytest_cache build *.egg-info

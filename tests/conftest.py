@@ -1,0 +1,203 @@
+"""Shared fixtures: real components (NGINX, a Prefect server, demo-service processes) on 127.0.0.1.
+
+With CI=true a missing component fails the test; elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_APP = ROOT / "examples" / "demo_app"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Prefect reads its settings from the environment: fix them before anything imports prefect.
+_PREFECT_PORT = free_port()
+_PREFECT_HOME = tempfile.mkdtemp(prefix="turnout-test-prefect-")
+os.environ.update({
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+})
+os.environ.pop("TURNOUT_CONFIG_DIR", None)
+os.environ.pop("TURNOUT_PLUGIN_MODULES", None)
+os.environ.pop("TURNOUT_LOAD_PLUGINS", None)
+
+
+def require(binary: str) -> str:
+    """The path of `binary`, or fail (CI) / skip (elsewhere) naming what is missing."""
+    path = shutil.which(binary)
+    if path is None:
+        msg = f"{binary} is not installed (Debian: apt-get install {'nginx-light' if binary == 'nginx' else binary})"
+        if CI:
+            pytest.fail(msg + " and CI=true requires every real component")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real `prefect server start` on a free port with a temporary PREFECT_HOME (SQLite)."""
+    log = open(Path(_PREFECT_HOME) / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(_PREFECT_PORT), "--no-ui"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_API_URL": ""},
+    )
+    url = os.environ["PREFECT_API_URL"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"prefect server exited with {proc.returncode}: {(Path(_PREFECT_HOME) / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("prefect server did not answer /api/health within 120 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+class Project:
+    """A throw-away project directory with one environment file and helpers to drive it."""
+
+    def __init__(self, root: Path, name: str = "staging"):
+        self.root, self.name = root, name
+        self.cdir = root / "deployments"
+        self.cdir.mkdir(parents=True, exist_ok=True)
+        self.listen, self.blue, self.green = (f"127.0.0.1:{free_port()}" for _ in range(3))
+        self.state_dir = root / ".turnout" / name
+        self.extra = ""
+        self.router_extra = ""
+        self.health_timeout = 15
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}/"
+
+    def toml(self) -> str:
+        return f'''name = "{self.name}"
+state_dir = ".turnout/{self.name}"
+
+[router]
+kind = "nginx"
+listen = "{self.listen}"
+verify_timeout = 10
+{self.router_extra}
+
+[target]
+kind = "process"
+cwd = "{DEMO_APP}"
+command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "{{host}}", "--port", "{{port}}", "--slot", "{{slot}}"]
+stop_grace = 5
+
+[target.slots]
+blue = "{self.blue}"
+green = "{self.green}"
+
+[health]
+timeout = {self.health_timeout}
+max_response_time = 1.0
+interval = 0.2
+
+[[notifiers]]
+kind = "log"
+{self.extra}
+'''
+
+    def write(self, text: str | None = None) -> "Project":
+        (self.cdir / f"{self.name}.toml").write_text(text if text is not None else self.toml())
+        return self
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run `turnout ARGS` in the project directory, as an operator or a CI job would."""
+        return subprocess.run([sys.executable, "-m", "turnout.cli", *args], cwd=self.root, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+    def runtime(self):
+        from turnout.runtime import open_runtime
+
+        return open_runtime(self.name, self.cdir, check=False)
+
+    def deploy(self, image: str, **kw: Any) -> dict[str, Any]:
+        """Run the blue-green flow in this process (against the test Prefect server)."""
+        from flows import blue_green
+
+        return blue_green.run(environment=self.name, image=image, config_dir=str(self.cdir), **kw)
+
+    def get(self, path: str = "/") -> httpx.Response:
+        return httpx.get(self.url.rstrip("/") + path, headers={"Connection": "close"}, timeout=5)
+
+    def cleanup(self) -> None:
+        """Stop every process this project's environment started (by recorded PID) and its NGINX."""
+        from turnout.config import load_environment
+        from turnout.plugins import get_registry
+
+        try:  # only the router and the target: a gate from an uninstalled package must not stop cleanup
+            env = load_environment(self.name, self.cdir)
+            reg = get_registry()
+            target = reg.create("target", env.target, env, "target")
+            router = reg.create("router", env.router, env, "router")
+        except Exception:
+            return
+        for slot in ("blue", "green"):
+            try:
+                target.stop(slot)
+            except Exception:
+                pass
+        try:
+            router.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project whose environment uses managed NGINX and the demo service; cleaned up afterwards."""
+    p = Project(tmp_path).write()
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture
+def nginx():
+    """The nginx binary (a real component)."""
+    return require("nginx")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Each test sees the plugins its own environment variables select."""
+    from turnout.plugins import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()

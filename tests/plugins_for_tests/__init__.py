@@ -1,0 +1,1 @@
+"""Plugin modules the tests load through TURNOUT_PLUGIN_MODULES."""

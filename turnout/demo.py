@@ -1,0 +1,150 @@
+"""`turnout demo`: a zero-downtime blue-green deployment on this machine, with embedded defaults.
+
+It writes a throw-away environment (`.turnout/demo/`, free 127.0.0.1 ports, managed NGINX, the
+process target running `examples/demo_app`, a SQLite ledger), deploys v1, blue-greens to v2 while
+a bounded load runs through NGINX (errors must be 0), then tries v4 (never ready) and shows it
+refused before any traffic moved. Prefect runs in ephemeral mode unless PREFECT_API_URL is set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+import turnout
+from turnout.addresses import free_port
+from turnout.errors import ConfigError
+from turnout.loadgen import Load, LoadResult
+
+__all__ = ["run_demo", "demo_paths"]
+
+
+def demo_paths() -> tuple[Path, Path, Path]:
+    """(project root, demo state root, demo app dir) of this checkout."""
+    root = Path(turnout.__file__).resolve().parent.parent
+    app = root / "examples" / "demo_app"
+    if not (app / "demo_app").is_dir():
+        raise ConfigError(f"the demo service is not at {app}; run `make demo` from a clone of the repository")
+    return root, root / ".turnout" / "demo", app
+
+
+def _write_environment(state_root: Path, app: Path) -> Path:
+    cdir = state_root / "deployments"
+    cdir.mkdir(parents=True, exist_ok=True)
+    listen, blue, green = (free_port() for _ in range(3))
+    (cdir / "demo.toml").write_text(f'''# written by `turnout demo`; ports picked free at {time.strftime("%H:%M:%S")}
+name = "demo"
+state_dir = "{state_root / "state"}"
+
+[router]
+kind = "nginx"
+listen = "127.0.0.1:{listen}"
+
+[target]
+kind = "process"
+cwd = "{app}"
+command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "{{host}}", "--port", "{{port}}", "--slot", "{{slot}}"]
+stop_grace = 5
+
+[target.slots]
+blue = "127.0.0.1:{blue}"
+green = "127.0.0.1:{green}"
+
+[health]
+timeout = 30
+''')
+    return cdir
+
+
+def _clean(cdir: Path) -> None:
+    """Stop whatever an earlier demo left running (only processes it recorded) and forget its state."""
+    from turnout.runtime import open_runtime
+
+    if (cdir / "demo.toml").is_file():
+        try:
+            rt = open_runtime("demo", cdir, check=False)
+            for slot in ("blue", "green"):
+                rt.target.stop(slot)
+            rt.router.stop()
+        except Exception as e:  # a broken leftover must not stop a fresh demo
+            click.echo(f"  (could not clean the previous demo: {e})")
+    shutil.rmtree(cdir.parent, ignore_errors=True)
+
+
+def _say(title: str) -> None:
+    click.echo("")
+    click.secho(f"== {title}", bold=True)
+
+
+def _show_load(res: LoadResult) -> None:
+    d = res.as_dict()
+    click.echo(f"   load: {d['requests']} requests in {d['seconds']}s ({d['rps']}/s) through NGINX")
+    click.echo(f"         served by: " + ", ".join(f"{k} x{v}" for k, v in sorted(d["by_release"].items())))
+    click.echo(f"         non-2xx: {d['non_2xx']}   connection errors: {d['connection_errors']}   "
+               f"(keep-alive connections closed by the reload and retried, as clients do: {d['retried_after_keepalive_close']})")
+
+
+def run_demo(keep: bool = False, max_requests: int = 20000) -> int:
+    """Run the demo; return 0 when both outcomes were as expected and the load saw no errors."""
+    from flows import blue_green
+    from turnout.runtime import open_runtime
+
+    root, state_root, app = demo_paths()
+    cdir = state_root / "deployments"
+    _clean(cdir)
+    cdir = _write_environment(state_root, app)
+    rt = open_runtime("demo", cdir)
+    url = f"http://{rt.router.config.listen}/"
+    click.echo(f"turnout demo: NGINX on {url}, slots blue={rt.target.endpoints('blue')[0]} "
+               f"green={rt.target.endpoints('green')[0]}, state in {state_root}")
+    ok = True
+
+    _say("1. first deployment: demo:v1")
+    out = blue_green.run(environment="demo", image="demo:v1", config_dir=str(cdir))
+    click.echo(f"   -> {out['outcome']} in slot {out['slot']}")
+    ok &= out["outcome"] == "promoted"
+
+    _say("2. blue-green to demo:v2 while a bounded load runs through NGINX")
+    load = Load(url, connections=8, max_requests=max_requests, max_seconds=60).start()
+    time.sleep(0.5)
+    out = blue_green.run(environment="demo", image="demo:v2", config_dir=str(cdir))
+    time.sleep(0.5)
+    res = load.stop()
+    click.echo(f"   -> {out['outcome']}: demo:v2 live in slot {out['slot']}")
+    _show_load(res)
+    ok &= out["outcome"] == "promoted" and res.non_2xx == 0 and res.connection_errors == 0
+
+    _say("3. demo:v4 (never becomes ready) is refused before any traffic moves")
+    before = rt.router.get_split()
+    load = Load(url, connections=4, max_requests=max_requests, max_seconds=60).start()
+    out = blue_green.run(environment="demo", image="demo:v4", config_dir=str(cdir), health_check_timeout=5)
+    res = load.stop()
+    after = rt.router.get_split()
+    click.echo(f"   -> {out['outcome']}: {out['reason']}")
+    click.echo(f"   traffic before: {before}   after: {after}   (unchanged: {before == after})")
+    _show_load(res)
+    ok &= out["outcome"] == "aborted" and before == after and res.non_2xx == 0 and res.connection_errors == 0
+
+    _say("4. the ledger")
+    for d in rt.ledger.history("demo", 5):
+        click.echo(f"   #{d['id']} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot']:<5} {d['status']:<9} {d['reason'][:90]}")
+
+    if keep:
+        click.echo(f"\nleft running. Look:  turnout status -e demo --config-dir {cdir}")
+        click.echo(f"stop it with:        turnout demo-stop  (or run `make demo-stop`)")
+    else:
+        _clean(cdir)
+        click.echo("\ncleaned up: slots and NGINX stopped, demo state removed")
+    click.secho("\ndemo " + ("succeeded" if ok else "FAILED"), bold=True, fg="green" if ok else "red")
+    rt.close()
+    return 0 if ok else 1
+
+
+def stop_demo() -> None:
+    """Stop a demo left running with --keep."""
+    _, state_root, _ = demo_paths()
+    _clean(state_root / "deployments")
