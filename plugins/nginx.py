@@ -24,6 +24,7 @@ Modes:
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import signal
@@ -43,6 +44,7 @@ from turnout.config import Environment
 from turnout.errors import BackendError, ConfigError
 from turnout.interfaces import Registration
 from turnout.models import SLOTS, Split
+from turnout.procs import children_of, pid_alive, start_ticks
 
 NAME = "nginx"
 
@@ -184,7 +186,7 @@ class NginxRouter:
         except (OSError, subprocess.TimeoutExpired) as e:
             raise BackendError(f"{what} failed: cannot run {' '.join(argv)}: {e}") from e
         if p.returncode != 0:
-            msg = (p.stderr or p.stdout).strip()
+            msg = " / ".join(dict.fromkeys(line.strip() for line in (p.stderr or p.stdout).splitlines() if line.strip()))
             raise BackendError(f"{what} failed ({' '.join(argv)} exited {p.returncode}): {msg}")
 
     def _ctl(self, *args: str) -> list[str]:
@@ -199,38 +201,46 @@ class NginxRouter:
     def _master_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return None
-        except OSError:
-            return None
-        return pid
-
-    def _workers(self, master: int) -> set[int]:
-        found = set()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
-                            found.add(int(entry))
-                except (OSError, ValueError, IndexError):
-                    continue
-        return found
+        return pid if pid_alive(pid) else None
 
     def running(self) -> bool:
         """True when the NGINX master is alive."""
         return self._master_pid() is not None
 
+    def _record_workers(self) -> None:
+        """Remember our master's workers (pid + start time): if the master dies they live on."""
+        master = self._master_pid()
+        if master is not None:
+            rows = [(w, start_ticks(w)) for w in children_of(master)]
+            _atomic_write(self.dir / "workers.json", json.dumps(rows))
+
+    def _reap_orphaned_workers(self) -> None:
+        """Stop workers a crashed master of ours left holding the listen socket (ours by pid + start time)."""
+        try:
+            rows = json.loads((self.dir / "workers.json").read_text())
+        except (OSError, ValueError):
+            return
+        ours = [pid for pid, ticks in rows if ticks is not None and start_ticks(pid) == ticks]
+        for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 2.0)):
+            for pid in ours:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while any(pid_alive(p) for p in ours) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        (self.dir / "workers.json").unlink(missing_ok=True)
+
     def _start_managed(self) -> None:
+        self._reap_orphaned_workers()
         self._run(self._ctl(), "starting nginx")  # the master daemonizes and writes its pid file
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if self._master_pid():
+            if self._master_pid() and children_of(self._master_pid()):
+                self._record_workers()
                 return
             time.sleep(0.02)
         raise BackendError(f"nginx did not start; see {self.dir / 'error.log'}")
@@ -300,7 +310,7 @@ class NginxRouter:
             else:
                 if not self.running():
                     raise BackendError(f"the operator's NGINX is not running (no live master in {self.pid_file})")
-                self._last_workers = self._workers(self._master_pid())
+                self._last_workers = children_of(self._master_pid())
                 self._run(self.config.reload_command, "nginx reload")
         except BackendError:
             if had_prev:
@@ -330,14 +340,16 @@ class NginxRouter:
                     r = client.get(url)
                     gen, slot = r.headers.get("x-turnout-generation"), r.headers.get("x-turnout-slot", "")
                     last = f"HTTP {r.status_code} generation={gen} slot={slot or '-'}"
-                    # an empty slot header means NGINX retried across servers or the operator's server omits it
-                    ok = gen == want_gen and (not slot or slot in live)
+                    # the new config must be in force *and* the answer must come from a live slot
+                    ok = gen == want_gen and slot in live and r.status_code < 500
                     if gen == want_gen:
                         seen[slot or "-"] = seen.get(slot or "-", 0) + 1
                 except httpx.HTTPError as e:
                     ok, last = False, f"{type(e).__name__}: {e}"
                 streak = streak + 1 if ok else 0
                 if streak >= need:
+                    if self.config.mode == "managed":
+                        self._record_workers()
                     return {"verified_by": url, "generation": int(want_gen), "probes": probes,
                             "seconds": round(time.monotonic() - start, 3), "slots_seen": seen}
                 time.sleep(0.01 if ok else 0.05)
@@ -347,18 +359,23 @@ class NginxRouter:
         )
 
     def _verify_workers(self, timeout: float) -> dict[str, Any]:
+        """Without a verify URL: new workers exist and every old one has stopped accepting.
+
+        After SIGHUP the master starts new workers, sleeps ~100 ms, then tells the old ones to quit;
+        until then they still accept connections with the old config.
+        """
         old = getattr(self, "_last_workers", set())
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             master = self._master_pid()
             if master is None:
                 raise BackendError(f"the NGINX master in {self.pid_file} died during the reload")
-            workers = self._workers(master)
-            if workers - old:
+            workers = children_of(master)
+            if workers - old and not any(_accepting(w) for w in old & workers):
                 return {"verified_by": "new workers", "workers": sorted(workers - old),
                         "seconds": round(time.monotonic() - start, 3)}
             time.sleep(0.02)
-        raise BackendError(f"NGINX did not start new workers within {timeout:g}s; the reload was not applied")
+        raise BackendError(f"NGINX did not replace its workers within {timeout:g}s; the reload was not applied")
 
     def stop(self) -> None:
         """managed: stop our master (SIGQUIT, then SIGTERM); external: nothing to stop."""
@@ -380,6 +397,15 @@ class NginxRouter:
         if self._master_pid() == pid:
             os.kill(pid, signal.SIGTERM)
         return None
+
+
+def _accepting(pid: int) -> bool:
+    """An NGINX worker still serving new connections (not exited, not "shutting down")."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"shutting down" not in f.read() and pid_alive(pid)
+    except OSError:
+        return False
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -30,6 +30,7 @@ from turnout.config import Environment
 from turnout.errors import BackendError, ConfigError
 from turnout.interfaces import Registration
 from turnout.models import SLOTS, SlotStatus, utcnow
+from turnout.procs import start_ticks
 
 NAME = "process"
 _PLACEHOLDERS = {"image", "host", "port", "slot", "python", "state_dir"}
@@ -87,18 +88,6 @@ class ProcessConfig(BaseModel):
         return self
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (identifies a PID incarnation), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
-            return None
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class ProcessTarget:
     """Runs releases as local processes, one per slot address."""
 
@@ -127,7 +116,7 @@ class ProcessTarget:
         child = self._children.get(rec["pid"])
         if child is not None and child.poll() is not None:
             return False
-        return _start_ticks(rec["pid"]) == rec.get("start_ticks")
+        return start_ticks(rec["pid"]) == rec.get("start_ticks")
 
     def _argv(self, slot: str, release: str, address: str) -> list[str]:
         host, port = parse_address(address)
@@ -176,7 +165,7 @@ class ProcessTarget:
                 except OSError as e:
                     raise BackendError(f"slot {slot}: cannot run {argv[0]!r}: {e}") from e
             self._children[proc.pid] = proc
-            record = dict(pid=proc.pid, start_ticks=_start_ticks(proc.pid), release=release, address=addr,
+            record = dict(pid=proc.pid, start_ticks=start_ticks(proc.pid), release=release, address=addr,
                           argv=argv, stdout=str(out), stderr=str(err), started_at=utcnow().isoformat())
             tmp = d / f".replica-{i}.json.tmp"
             tmp.write_text(json.dumps(record, indent=2))

@@ -27,7 +27,8 @@ def run_gates(rt: Runtime, deployment_id: int, phase: Phase, slot: str, release:
         gates.insert(0, ("health", health_cls(cfg, rt.environment)))
     verdicts = []
     rt.emit("phase.started", deployment_id, phase=phase.value, release=release,
-            message=f"{phase.value} gates on slot {slot}: {', '.join(n for n, _ in gates) or 'none'}")
+            message=f"{phase.value} gates on slot {slot}: {', '.join(n for n, _ in gates) or 'none'}",
+            data={"slot": slot})
     for name, gate in gates:
         try:
             v = gate.evaluate(phase, context)

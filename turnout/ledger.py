@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from turnout.errors import LockHeld
 from turnout.models import SLOTS, Split, Verdict, utcnow
+from turnout.procs import pid_alive
 
 __all__ = ["Ledger", "LockInfo"]
 
@@ -109,20 +110,6 @@ class LockInfo(dict):
     """The lock row as a dict, plus `taken_over`: the stale lock this one replaced, if any."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _row_dict(row: Any) -> dict[str, Any]:
     return {c.name: getattr(row, c.name) for c in row.__table__.columns}
 
@@ -167,7 +154,7 @@ class Ledger:
         with self.session() as s:
             row = s.get(LockRow, environment)
             if row is not None:
-                if row.host == host and not _pid_alive(row.pid):
+                if row.host == host and not pid_alive(row.pid):
                     taken_over = _row_dict(row)
                     if row.deployment_id:
                         dep = s.get(DeploymentRow, row.deployment_id)
@@ -204,7 +191,7 @@ class Ledger:
         """Raise LockHeld when a live process holds the environment (a cheap check before a run)."""
         with self.session() as s:
             row = s.get(LockRow, environment)
-            if row is not None and not (row.host == socket.gethostname() and not _pid_alive(row.pid)):
+            if row is not None and not (row.host == socket.gethostname() and not pid_alive(row.pid)):
                 raise LockHeld(self._held_message(environment, row))
 
     def attach_lock(self, environment: str, deployment_id: int) -> None:

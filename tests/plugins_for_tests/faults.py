@@ -1,7 +1,8 @@
-"""Fault injection through the broadcast hook: kill a slot's processes at a chosen phase.
+"""Fault injection through the broadcast hook: SIGKILL a slot's processes at a chosen phase.
 
-TURNOUT_FAULT="<phase>:<old|new>" kills that slot when the event `phase.started` for <phase>
-arrives (e.g. "switch:old" kills the live slot just before traffic moves).
+TURNOUT_FAULT="<phase>:<old|new>[,<phase>:<old|new>…]" kills that slot when the event
+`phase.started` for <phase> arrives: "switch:old" kills the live slot just before traffic moves,
+"post-switch:new" kills the new release right after the switch.
 """
 
 import os
@@ -10,23 +11,23 @@ import signal
 import turnout
 from turnout.models import DeploymentEvent
 
-_done = set()
+_done: set[str] = set()
 
 
 @turnout.hookimpl
 def deployment_event(event: DeploymentEvent) -> None:
-    spec = os.environ.get("TURNOUT_FAULT", "")
-    if not spec or event.kind != "phase.started" or spec in _done:
+    if event.kind != "phase.started":
         return
-    phase, which = spec.split(":")
-    if event.phase != phase:
-        return
-    from turnout.runtime import open_runtime
+    for spec in filter(None, os.environ.get("TURNOUT_FAULT", "").split(",")):
+        phase, which = spec.split(":")
+        if event.phase != phase or spec in _done:
+            continue
+        slot = event.data.get(f"{which}_slot") or (event.data.get("slot") if which == "new" else None)
+        if slot is None:
+            continue
+        from turnout.runtime import open_runtime
 
-    rt = open_runtime(event.environment, check=False)
-    slot = event.data.get("old_slot" if which == "old" else "new_slot") or event.data.get("slot")
-    if slot is None:
-        return
-    for rec in rt.target._records(slot):
-        os.kill(rec["pid"], signal.SIGKILL)
-    _done.add(spec)
+        target = open_runtime(event.environment, os.environ.get("TURNOUT_CONFIG_DIR"), check=False).target
+        for rec in target._records(slot):
+            os.kill(rec["pid"], signal.SIGKILL)
+        _done.add(spec)

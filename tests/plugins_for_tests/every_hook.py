@@ -1,0 +1,74 @@
+"""A plugin implementing every hook in turnout.hookspecs, for the contract tests."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+import turnout
+from plugins.nginx import NginxConfig, NginxRouter
+from plugins.process import ProcessConfig, ProcessTarget
+from turnout.interfaces import Registration
+from turnout.models import Outcome, Phase, Verdict
+
+EVENTS: list = []
+NOTIFIED: list = []
+
+
+class Empty(BaseModel):
+    pass
+
+
+class ConstantMetrics:
+    def __init__(self, config, environment):
+        pass
+
+    def measure(self, slot, endpoints, window):
+        return {"requests": 100, "error_rate": 0.0, "p95": 0.01, "availability": 1.0}
+
+
+class AlwaysPass:
+    phases = {Phase.PRE_DEPLOY}
+
+    def __init__(self, config, environment):
+        pass
+
+    def evaluate(self, phase, context):
+        return Verdict(gate="always-pass", phase=phase, outcome=Outcome.PASS, reason="always")
+
+
+class Memory:
+    def __init__(self, config, environment):
+        pass
+
+    def notify(self, event):
+        NOTIFIED.append(event)
+
+
+@turnout.hookimpl
+def register_routers():
+    return [Registration("nginx-again", NginxConfig, NginxRouter, "the NGINX router under another name")]
+
+
+@turnout.hookimpl
+def register_targets():
+    return [Registration("process-again", ProcessConfig, ProcessTarget, "the process target under another name")]
+
+
+@turnout.hookimpl
+def register_metrics_providers():
+    return [Registration("constant", Empty, ConstantMetrics, "always the same numbers")]
+
+
+@turnout.hookimpl
+def register_gates():
+    return [Registration("always-pass", Empty, AlwaysPass, "passes")]
+
+
+@turnout.hookimpl
+def register_notifiers():
+    return [Registration("memory", Empty, Memory, "keeps events in a list")]
+
+
+@turnout.hookimpl
+def deployment_event(event):
+    EVENTS.append(event)

@@ -1,0 +1,49 @@
+"""Facts about local processes from /proc: alive (zombies count as dead), start time, children."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["pid_alive", "start_ticks", "children_of"]
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()  # fields after the command name
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (identifies one incarnation of a PID)."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":
+        return None
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def children_of(parent: int) -> set[int]:
+    """PIDs whose parent is `parent`."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and len(fields) > 1 and fields[1] == str(parent):
+                found.add(int(entry))
+    return found
