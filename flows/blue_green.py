@@ -26,7 +26,7 @@ from turnout.runtime import Runtime, open_runtime
 
 
 @flow(name="blue-green", validate_parameters=True)
-def blue_green(
+async def blue_green(
     environment: str,
     image: str,
     config_dir: str | None = None,
@@ -39,6 +39,9 @@ def blue_green(
 
     Raises DeploymentFailed (the flow run ends Failed) when the deployment was aborted or failed;
     the exception carries the same outcome dict.
+
+    The flow is `async` only because Prefect ends a sync flow by joining a heartbeat thread that
+    sleeps in 1 s steps (PREFECT.md §1); its tasks are plain sync calls, run one after another.
     """
     logger = get_run_logger()
     validate_release(image)
@@ -151,7 +154,9 @@ def _switch_back(rt: Runtime, dep: int, plan, reason: str) -> dict[str, Any]:
 
 def run(**params: Any) -> dict[str, Any]:
     """Run the flow and return its outcome dict whether it promoted or not (for the CLI)."""
-    state = blue_green(**params, return_state=True)
+    import asyncio
+
+    state = asyncio.run(blue_green(**params, return_state=True))
     result = state.result(raise_on_failure=False)
     if isinstance(result, DeploymentFailed):
         return result.outcome

@@ -391,10 +391,11 @@ class NginxRouter:
         except OSError:
             return None
         os.kill(pid, signal.SIGQUIT)
+        # wait on the process itself: the master removes its pid file before it has exited
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self._master_pid() == pid:
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
-        if self._master_pid() == pid:
+        if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
         return None
 

@@ -78,6 +78,12 @@ def prefect_server():
         proc.kill()
         pytest.fail("prefect server did not answer /api/health within 120 s")
     yield url
+    try:  # send buffered run logs while the server is still there
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+    except Exception:
+        pass
     proc.terminate()
     try:
         proc.wait(20)

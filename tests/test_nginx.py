@@ -154,6 +154,8 @@ http {{
         listen 127.0.0.1:{self.port};
         location / {{
             proxy_pass http://turnout_t_1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             add_header X-Turnout-Generation $turnout_t_1_generation always;
             add_header X-Turnout-Slot $turnout_t_1_slot always;
         }}

@@ -49,6 +49,7 @@ def _artifact(env: str, markdown: str, description: str) -> None:
         from prefect.artifacts import create_markdown_artifact
 
         key = "turnout-" + "".join(c if c.isalnum() else "-" for c in env.lower()) + "-report"
-        create_markdown_artifact(markdown, key=key, description=description)
+        # _sync: the flows are async, and inside them this would otherwise return an un-awaited coroutine
+        create_markdown_artifact(markdown, key=key, description=description, _sync=True)
     except Exception:  # an artifact is a courtesy; the report file and the ledger are the record
         pass

@@ -1,0 +1,54 @@
+"""A throw-away environment for the benchmarks: managed NGINX and the demo service on free ports."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(name: str = "bench") -> tuple[Path, str]:
+    """Write deployments/<name>.toml in a temp dir; return (config dir, router URL)."""
+    root = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
+    cdir = root / "deployments"
+    cdir.mkdir()
+    listen, blue, green = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    (cdir / f"{name}.toml").write_text(f'''name = "{name}"
+state_dir = ".turnout/{name}"
+[router]
+kind = "nginx"
+listen = "{listen}"
+worker_processes = 1
+[target]
+kind = "process"
+cwd = "{ROOT / "examples" / "demo_app"}"
+command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "{{host}}", "--port", "{{port}}", "--slot", "{{slot}}"]
+stop_grace = 5
+[target.slots]
+blue = "{blue}"
+green = "{green}"
+[health]
+timeout = 30
+interval = 0.1
+''')
+    return cdir, f"http://{listen}/"
+
+
+def cleanup(cdir: Path, name: str = "bench") -> None:
+    """Stop the slots and NGINX the benchmark started (by their recorded PIDs)."""
+    from turnout.runtime import open_runtime
+
+    rt = open_runtime(name, cdir, check=False)
+    for slot in ("blue", "green"):
+        rt.target.stop(slot)
+    rt.router.stop()
