@@ -55,21 +55,29 @@ async def blue_green(
         try:
             if lock["taken_over"]:
                 logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
-            return _deploy(rt, plan, health_check_timeout, traffic_switch_delay, keep_old)
+            dep = rt.ledger.start_deployment(
+                rt.name, "blue-green", image, from_release=plan.live_release, from_slot=plan.live_slot,
+                to_slot=plan.idle_slot, options={"health_check_timeout": health_check_timeout,
+                                                 "traffic_switch_delay": traffic_switch_delay, "keep_old": keep_old},
+            )
+            rt.ledger.attach_lock(rt.name, dep)
+            try:
+                return _deploy(rt, dep, plan, health_check_timeout, traffic_switch_delay, keep_old)
+            except DeploymentFailed:
+                raise
+            except Exception as e:  # a bug or an unforeseen failure: never leave the run "running"
+                logger.exception("unexpected error in deployment #%s", dep)
+                return finish(rt, dep, "failed", f"unexpected error: {type(e).__name__}: {e}; "
+                              f"traffic is {rt.router.get_split()}, check `turnout status`", plan)
         finally:
             rt.ledger.release_lock(rt.name)
     finally:
         rt.close()
 
 
-def _deploy(rt: Runtime, plan, health_timeout: float | None, delay: float, keep_old: bool) -> dict[str, Any]:
+def _deploy(rt: Runtime, dep: int, plan, health_timeout: float | None, delay: float, keep_old: bool) -> dict[str, Any]:
     logger = get_run_logger()
     old, new, release = plan.live_slot, plan.idle_slot, plan.release
-    dep = rt.ledger.start_deployment(
-        rt.name, "blue-green", release, from_release=plan.live_release, from_slot=old, to_slot=new,
-        options={"health_check_timeout": health_timeout, "traffic_switch_delay": delay, "keep_old": keep_old},
-    )
-    rt.ledger.attach_lock(rt.name, dep)
     rt.emit("deployment.started", dep, release=release,
             message=f"blue-green {release}: {old or 'nothing'} -> {new}", data={"plan": plan.as_dict()})
     timeout = health_timeout or rt.environment.health.timeout

@@ -230,3 +230,22 @@ def test_external_nginx_not_running_aborts_with_the_file_restored(project, exter
     assert external.include.read_text() == before
     assert project.runtime().target.status("blue").state == "stopped"
     assert project.runtime().target.status("green").running  # v1 was never touched
+
+
+def test_an_unexpected_error_is_recorded_as_failed_and_frees_the_lock(project, monkeypatch):
+    from flows import blue_green
+    from turnout.models import Phase
+
+    project.deploy("demo:v1")
+    real = blue_green.run_gates
+
+    def broken(rt, dep, phase, *a, **k):
+        if phase is Phase.POST_SWITCH:
+            raise RuntimeError("simulated bug")
+        return real(rt, dep, phase, *a, **k)
+
+    monkeypatch.setattr(blue_green, "run_gates", broken)
+    out = project.deploy("demo:v2")
+    assert out["outcome"] == "failed" and "unexpected error: RuntimeError: simulated bug" in out["reason"]
+    led = ledger_of(project)
+    assert led.history("staging")[0]["status"] == "failed" and led.lock_holder("staging") is None
