@@ -23,24 +23,10 @@ def make_project(name: str = "bench") -> tuple[Path, str]:
     cdir = root / "deployments"
     cdir.mkdir()
     listen, blue, green = (f"127.0.0.1:{free_port()}" for _ in range(3))
-    (cdir / f"{name}.toml").write_text(f'''name = "{name}"
-state_dir = ".turnout/{name}"
-[router]
-kind = "nginx"
-listen = "{listen}"
-worker_processes = 1
-[target]
-kind = "process"
-cwd = "{ROOT / "examples" / "demo_app"}"
-command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "{{host}}", "--port", "{{port}}", "--slot", "{{slot}}"]
-stop_grace = 5
-[target.slots]
-blue = "{blue}"
-green = "{green}"
-[health]
-timeout = 30
-interval = 0.1
-''')
+    from turnout.demo import demo_environment
+
+    (cdir / f"{name}.toml").write_text(demo_environment(name, f".turnout/{name}", listen, blue, green,
+                                                        health="timeout = 30\ninterval = 0.1"))
     return cdir, f"http://{listen}/"
 
 

@@ -110,34 +110,13 @@ class Project:
         return f"http://{self.listen}/"
 
     def toml(self) -> str:
-        return f'''name = "{self.name}"
-state_dir = ".turnout/{self.name}"
+        from turnout.demo import demo_environment
 
-[router]
-kind = "nginx"
-listen = "{self.listen}"
-verify_timeout = 10
-{self.router_extra}
-
-[target]
-kind = "process"
-cwd = "{DEMO_APP}"
-command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "{{host}}", "--port", "{{port}}", "--slot", "{{slot}}"]
-stop_grace = 5
-
-[target.slots]
-blue = "{self.blue}"
-green = "{self.green}"
-
-[health]
-timeout = {self.health_timeout}
-max_response_time = 1.0
-interval = 0.2
-
-[[notifiers]]
-kind = "log"
-{self.extra}
-'''
+        return demo_environment(
+            self.name, f".turnout/{self.name}", self.listen, self.blue, self.green, app=DEMO_APP,
+            router_extra=f"verify_timeout = 10\n{self.router_extra}",
+            health=f"timeout = {self.health_timeout}\nmax_response_time = 1.0\ninterval = 0.2",
+            extra=f'\n[[notifiers]]\nkind = "log"\n{self.extra}')
 
     def write(self, text: str | None = None) -> "Project":
         (self.cdir / f"{self.name}.toml").write_text(text if text is not None else self.toml())

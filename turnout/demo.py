@@ -20,7 +20,7 @@ from turnout.addresses import free_port
 from turnout.errors import ConfigError
 from turnout.loadgen import Load, LoadResult
 
-__all__ = ["run_demo", "demo_paths"]
+__all__ = ["run_demo", "demo_paths", "demo_environment", "stop_demo"]
 
 
 def demo_paths() -> tuple[Path, Path, Path]:
@@ -32,17 +32,21 @@ def demo_paths() -> tuple[Path, Path, Path]:
     return root, root / ".turnout" / "demo", app
 
 
-def _write_environment(state_root: Path, app: Path) -> Path:
-    cdir = state_root / "deployments"
-    cdir.mkdir(parents=True, exist_ok=True)
-    listen, blue, green = (free_port() for _ in range(3))
-    (cdir / "demo.toml").write_text(f'''# written by `turnout demo`; ports picked free at {time.strftime("%H:%M:%S")}
-name = "demo"
-state_dir = "{state_root / "state"}"
+def demo_environment(name: str, state_dir: str | Path, listen: str, blue: str, green: str, *,
+                     app: Path | None = None, router_extra: str = "", health: str = "timeout = 30",
+                     extra: str = "") -> str:
+    """An environment file for the demo service: managed NGINX, the process target, two slots.
+
+    Used by `turnout demo`, the benchmarks and the tests, so all three deploy the same way.
+    """
+    app = app or demo_paths()[2]
+    return f'''name = "{name}"
+state_dir = "{state_dir}"
 
 [router]
 kind = "nginx"
-listen = "127.0.0.1:{listen}"
+listen = "{listen}"
+{router_extra}
 
 [target]
 kind = "process"
@@ -51,12 +55,21 @@ command = ["{{python}}", "-m", "demo_app", "--release", "{{image}}", "--host", "
 stop_grace = 5
 
 [target.slots]
-blue = "127.0.0.1:{blue}"
-green = "127.0.0.1:{green}"
+blue = "{blue}"
+green = "{green}"
 
 [health]
-timeout = 30
-''')
+{health}
+{extra}
+'''
+
+
+def _write_environment(state_root: Path, app: Path) -> Path:
+    cdir = state_root / "deployments"
+    cdir.mkdir(parents=True, exist_ok=True)
+    listen, blue, green = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    (cdir / "demo.toml").write_text(f"# written by `turnout demo`; ports picked free at {time.strftime('%H:%M:%S')}\n"
+                                    + demo_environment("demo", state_root / "state", listen, blue, green, app=app))
     return cdir
 
 
