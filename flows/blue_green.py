@@ -11,15 +11,16 @@ when there is no healthy slot to go back to the outcome is `failed` (exit 3).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from tasks.deploy import start_release, stop_slot
 from tasks.health import run_gates
 from tasks.traffic import shift_traffic
 from turnout.errors import TurnoutError
-from turnout.models import Phase, Split, validate_release
+from turnout.models import RELEASE_PATTERN, Phase, Split, validate_release
 from turnout.outcome import DeploymentFailed, finish
 from turnout.plan import plan_blue_green
 from turnout.runtime import Runtime, open_runtime
@@ -27,11 +28,11 @@ from turnout.runtime import Runtime, open_runtime
 
 @flow(name="blue-green", validate_parameters=True)
 async def blue_green(
-    environment: str,
-    image: str,
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="deployments/<environment>.toml")],
+    image: Annotated[str, Field(pattern=RELEASE_PATTERN, description="The release to deploy, e.g. demo:v2")],
     config_dir: str | None = None,
-    health_check_timeout: float | None = None,
-    traffic_switch_delay: float = 0.0,
+    health_check_timeout: Annotated[float | None, Field(gt=0, description="Seconds to become healthy")] = None,
+    traffic_switch_delay: Annotated[float, Field(ge=0, description="Seconds between healthy and the switch")] = 0.0,
     keep_old: bool = False,
     dry_run: bool = False,
 ) -> dict[str, Any]:
@@ -40,7 +41,8 @@ async def blue_green(
     Raises DeploymentFailed (the flow run ends Failed) when the deployment was aborted or failed;
     the exception carries the same outcome dict.
 
-    The flow is `async` only because Prefect ends a sync flow by joining a heartbeat thread that
+    The parameters carry their patterns and bounds in the deployment's schema, so the Prefect server
+    refuses a bad image or timeout when a run is created (nothing starts). The flow is `async` only because Prefect ends a sync flow by joining a heartbeat thread that
     sleeps in 1 s steps (PREFECT.md §1); its tasks are plain sync calls, run one after another.
     """
     logger = get_run_logger()
@@ -55,6 +57,7 @@ async def blue_green(
         try:
             if lock["taken_over"]:
                 logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
+            plan = plan_blue_green(rt, image)  # again, now that no other run can change the state
             dep = rt.ledger.start_deployment(
                 rt.name, "blue-green", image, from_release=plan.live_release, from_slot=plan.live_slot,
                 to_slot=plan.idle_slot, options={"health_check_timeout": health_check_timeout,

@@ -42,6 +42,9 @@ def test_deploy_all_then_deployment_run_with_a_worker(project: Project, tmp_path
         # bad input is refused by the server when the run is created: no run, nothing touched
         r = prefect("deployment", "run", "blue-green/staging", "-p", "keep_old=\"maybe\"", "-p", 'image="demo:v2"')
         assert r.returncode == 1 and "keep_old" in (r.stdout + r.stderr)
+        r = prefect("deployment", "run", "blue-green/staging", "-p", 'image="demo:v2;reboot"')
+        assert r.returncode == 1 and "image" in (r.stdout + r.stderr) and "does not match" in (r.stdout + r.stderr)
+        assert project.get().headers["x-release"] == "demo:v1"
     finally:
         worker.terminate()
         try:

@@ -18,6 +18,7 @@ __all__ = [
     "Slot",
     "other_slot",
     "validate_release",
+    "RELEASE_PATTERN",
     "Split",
     "Outcome",
     "Phase",
@@ -33,7 +34,8 @@ SLOTS: tuple[str, str] = ("blue", "green")
 # A release is an image reference (`registry/app:tag`, `app@sha256:…`) or a plain version (`v2`).
 # It ends up in command lines, NGINX comments and container names, so only the characters an image
 # reference can hold are allowed: no whitespace, quotes, `;`, `{`, `}`, `$` or newlines.
-_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
+RELEASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$"
+_RELEASE_RE = re.compile(RELEASE_PATTERN)
 
 
 def utcnow() -> datetime:
