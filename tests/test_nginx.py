@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -168,7 +169,21 @@ http {{
         subprocess.run(self.ctl, check=True, capture_output=True)
 
     def stop(self) -> None:
-        subprocess.run(self.ctl + ["-s", "stop"], capture_output=True)
+        """Signal the master by its pid file: `nginx -s stop` would refuse when a test broke the config."""
+        import signal
+        import time
+
+        from turnout.procs import pid_alive
+
+        try:
+            pid = int((self.root / "nginx.pid").read_text())
+        except (OSError, ValueError):
+            return
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def router(self, env: Environment, verify_url: bool) -> NginxRouter:
         return NginxRouter(NginxConfig(
