@@ -49,15 +49,15 @@ async def blue_green(
     validate_release(image)
     rt = open_runtime(environment, config_dir)
     try:
-        plan = plan_blue_green(rt, image)
         if dry_run:
+            plan = plan_blue_green(rt, image)
             logger.info("dry run, nothing changed:\n%s", plan.render())
             return {"outcome": "dry-run", "plan": plan.as_dict(), "text": plan.render()}
         lock = rt.ledger.acquire_lock(rt.name)
         try:
             if lock["taken_over"]:
                 logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
-            plan = plan_blue_green(rt, image)  # again, now that no other run can change the state
+            plan = plan_blue_green(rt, image)  # under the lock: no other run can change the state
             dep = rt.ledger.start_deployment(
                 rt.name, "blue-green", image, from_release=plan.live_release, from_slot=plan.live_slot,
                 to_slot=plan.idle_slot, options={"health_check_timeout": health_check_timeout,
