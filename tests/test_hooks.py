@@ -32,7 +32,7 @@ def test_register_hooks_build_objects_of_each_interface(project: Project, every_
     assert [n for n, _ in rt.gates_at(Phase.PRE_DEPLOY)] == ["always-pass"]
     assert isinstance(rt.gates[0][1], Gate) and isinstance(rt.notifiers[1][1], Notifier)
     metrics = rt.registry.create("metrics", rt.environment.metrics, rt.environment, "metrics")
-    assert isinstance(metrics, MetricsProvider) and metrics.measure("blue", [], 10)["requests"] == 100
+    assert isinstance(metrics, MetricsProvider) and metrics.measure("blue", []).requests == 100
 
 
 def test_deployment_event_reaches_every_plugin_and_every_notifier(project: Project, every_hook):

@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -73,7 +73,16 @@ class CanaryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stages: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
-    duration: float = Field(300.0, gt=0)
+    duration: float = Field(300.0, gt=0, description="Seconds per stage.")
+    interval: float = Field(30.0, gt=0, description="Seconds per measurement (analysis interval).")
+    judge: Literal["threshold", "statistical"] = "threshold"
+    min_requests: int = Field(50, ge=1, description="Fewer canary requests in a window is inconclusive.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="statistical judge: confidence level.")
+    min_effect: float = Field(0.01, ge=0, le=1, description="statistical judge: smallest 5xx-rate increase to fail on.")
+    min_latency_effect: float = Field(0.1, ge=0, description="statistical judge: smallest p95 increase (s) to fail on.")
+    failure_limit: int = Field(0, ge=0, description="Failed measurements tolerated per stage.")
+    inconclusive_limit: int = Field(1, ge=0, description="Inconclusive measurements tolerated per stage.")
+    consecutive_error_limit: int = Field(2, ge=0, description="Measurement errors in a row tolerated.")
 
     @field_validator("stages")
     @classmethod

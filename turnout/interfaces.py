@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from turnout.metrics import SlotMetrics
 from turnout.models import DeploymentEvent, Phase, SlotStatus, Split, Verdict
 
 if TYPE_CHECKING:
@@ -127,7 +128,13 @@ class Notifier(Protocol):
 
 @runtime_checkable
 class MetricsProvider(Protocol):
-    """Answers questions about a slot's traffic over a time window."""
+    """Measures a slot's traffic over a window: requests, 5xx, latency histogram."""
 
-    def measure(self, slot: str, endpoints: list[str], window: float) -> dict[str, Any] | None:
-        """Request count, 5xx rate, p95 latency, availability for `slot`; None when it cannot say."""
+    def validate(self) -> None:
+        """Check the provider's settings against its backend (e.g. queries parse); raise ConfigError."""
+
+    def begin(self, slot: str, endpoints: list[str]) -> None:
+        """Start a measurement window for `slot` now."""
+
+    def measure(self, slot: str, endpoints: list[str]) -> "SlotMetrics":
+        """The slot's traffic since `begin`; raise BackendError when the source cannot answer."""

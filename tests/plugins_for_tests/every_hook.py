@@ -22,8 +22,16 @@ class ConstantMetrics:
     def __init__(self, config, environment):
         pass
 
-    def measure(self, slot, endpoints, window):
-        return {"requests": 100, "error_rate": 0.0, "p95": 0.01, "availability": 1.0}
+    def validate(self):
+        pass
+
+    def begin(self, slot, endpoints):
+        pass
+
+    def measure(self, slot, endpoints):
+        from turnout.metrics import SlotMetrics
+
+        return SlotMetrics(slot=slot, window=10, requests=100, errors=0, buckets=[(0.01, 100), (float("inf"), 100)])
 
 
 class AlwaysPass:
