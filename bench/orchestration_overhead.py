@@ -42,9 +42,11 @@ def main() -> int:
         # the same steps as plain Python: tasks become their functions, no run logger, no artifact
         from prefect.logging import disable_run_logger
 
-        saved = {n: getattr(blue_green, n) for n in ("start_release", "stop_slot", "run_gates", "shift_traffic")}
+        from flows import _steps
+
+        saved = {n: getattr(_steps, n) for n in ("start_release", "stop_slot", "run_gates", "shift_traffic")}
         for n, t in saved.items():
-            setattr(blue_green, n, t.fn)
+            setattr(_steps, n, t.fn)
         art, outcome_mod._artifact = outcome_mod._artifact, lambda *a, **k: None
         plain_times = []
         try:
@@ -59,7 +61,7 @@ def main() -> int:
                     plain_times.append(time.perf_counter() - t0)
         finally:
             for n, t in saved.items():
-                setattr(blue_green, n, t)
+                setattr(_steps, n, t)
             outcome_mod._artifact = art
 
         status_times = []

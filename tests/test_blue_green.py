@@ -233,18 +233,18 @@ def test_external_nginx_not_running_aborts_with_the_file_restored(project, exter
 
 
 def test_an_unexpected_error_is_recorded_as_failed_and_frees_the_lock(project, monkeypatch):
-    from flows import blue_green
+    from flows import _steps
     from turnout.models import Phase
 
     project.deploy("demo:v1")
-    real = blue_green.run_gates
+    real = _steps.run_gates
 
     def broken(rt, dep, phase, *a, **k):
         if phase is Phase.POST_SWITCH:
             raise RuntimeError("simulated bug")
         return real(rt, dep, phase, *a, **k)
 
-    monkeypatch.setattr(blue_green, "run_gates", broken)
+    monkeypatch.setattr(_steps, "run_gates", broken)
     out = project.deploy("demo:v2")
     assert out["outcome"] == "failed" and "unexpected error: RuntimeError: simulated bug" in out["reason"]
     led = ledger_of(project)

@@ -1,0 +1,144 @@
+"""Steps the deployment flows share: the locked run, start-and-gate, switch back, promote.
+
+Every function that ends a deployment does it through `turnout.outcome.finish`, which raises
+`DeploymentFailed` unless the outcome is `promoted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from prefect import get_run_logger
+
+from tasks.deploy import start_release, stop_slot
+from tasks.health import run_gates
+from tasks.traffic import shift_traffic
+from turnout.errors import TurnoutError
+from turnout.models import Phase, Split
+from turnout.outcome import DeploymentFailed, finish
+from turnout.plan import BlueGreenPlan, plan_blue_green
+from turnout.runtime import Runtime
+
+__all__ = ["locked_run", "start_and_gate", "abort_before_switch", "shift_or_abort", "switch_back", "promote", "run_flow"]
+
+
+def locked_run(rt: Runtime, strategy: str, image: str, options: dict[str, Any],
+               body: Callable[[int, BlueGreenPlan], dict[str, Any]]) -> dict[str, Any]:
+    """Take the environment's lock, plan, record the deployment, run `body(dep, plan)`.
+
+    An unexpected exception in `body` ends the deployment `failed` (never left "running"); the lock
+    is always released.
+    """
+    logger = get_run_logger()
+    lock = rt.ledger.acquire_lock(rt.name)
+    try:
+        if lock["taken_over"]:
+            logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
+        plan = plan_blue_green(rt, image)  # under the lock: no other run can change the state
+        dep = rt.ledger.start_deployment(rt.name, strategy, image, from_release=plan.live_release,
+                                         from_slot=plan.live_slot, to_slot=plan.idle_slot, options=options)
+        rt.ledger.attach_lock(rt.name, dep)
+        rt.emit("deployment.started", dep, release=image,
+                message=f"{strategy} {image}: {plan.live_slot or 'nothing'} -> {plan.idle_slot}",
+                data={"plan": plan.as_dict()})
+        try:
+            return body(dep, plan)
+        except DeploymentFailed:
+            raise
+        except Exception as e:  # a bug or an unforeseen failure: never leave the run "running"
+            logger.exception("unexpected error in deployment #%s", dep)
+            return finish(rt, dep, "failed", f"unexpected error: {type(e).__name__}: {e}; "
+                          f"traffic is {rt.router.get_split()}, check `turnout status`", plan)
+    finally:
+        rt.ledger.release_lock(rt.name)
+
+
+def abort_before_switch(rt: Runtime, dep: int, plan: BlueGreenPlan, reason: str) -> dict[str, Any]:
+    """Stop the new slot; traffic was never moved."""
+    stop_slot(rt, dep, plan.idle_slot, why=f"aborted before the switch: {reason}")
+    rt.ledger.set_slot(rt.name, plan.idle_slot, state="failed")
+    return finish(rt, dep, "aborted", f"{reason}; traffic untouched", plan)
+
+
+def start_and_gate(rt: Runtime, dep: int, plan: BlueGreenPlan, health_timeout: float | None) -> list[str]:
+    """Pre-deploy gates, start the release in the idle slot, pre-traffic health + gates; its URLs."""
+    new, release = plan.idle_slot, plan.release
+    verdicts = run_gates(rt, dep, Phase.PRE_DEPLOY, new, release, [])
+    if verdicts and not verdicts[-1].passed:
+        finish(rt, dep, "aborted", f"pre-deploy gate {verdicts[-1].gate}: {verdicts[-1].reason}", plan)
+    try:
+        urls = start_release(rt, dep, new, release)
+    except TurnoutError as e:
+        abort_before_switch(rt, dep, plan, f"could not start {release} in slot {new}: {e}")
+    verdicts = run_gates(rt, dep, Phase.PRE_TRAFFIC, new, release, urls,
+                         timeout=health_timeout or rt.environment.health.timeout, include_health=True)
+    if not verdicts[-1].passed:
+        abort_before_switch(rt, dep, plan, f"pre-traffic gate {verdicts[-1].gate}: {verdicts[-1].reason}")
+    return urls
+
+
+def shift_or_abort(rt: Runtime, dep: int, plan: BlueGreenPlan, split: Split) -> None:
+    """Shift to `split`; on failure abort (traffic unchanged) or switch back (traffic moved)."""
+    try:
+        shift_traffic(rt, dep, split)
+    except TurnoutError as e:
+        now = rt.router.get_split()
+        if now is None or now == plan.current_split:
+            abort_before_switch(rt, dep, plan, f"the traffic shift failed and traffic stayed where it was: {e}")
+        switch_back(rt, dep, plan, f"the traffic shift to {split} could not be verified: {e}")
+
+
+def switch_back(rt: Runtime, dep: int, plan: BlueGreenPlan, reason: str) -> dict[str, Any]:
+    """Traffic moved and something went wrong: all traffic back to the old slot if it runs, else failed."""
+    old, new = plan.live_slot, plan.idle_slot
+    if old is None:
+        return finish(rt, dep, "failed", f"{reason}; there is no previous slot to return to", plan)
+    st = rt.target.status(old)
+    if not st.running:
+        return finish(rt, dep, "failed",
+                      f"{reason}; the old slot {old} is not running ({st.detail or st.state}), "
+                      f"so traffic stays on {new}", plan)
+    try:
+        shift_traffic(rt, dep, Split.all_to(old), phase="switch-back")
+    except TurnoutError as e:
+        return finish(rt, dep, "failed", f"{reason}; switching back to {old} failed too: {e}", plan)
+    stop_slot(rt, dep, new, why=f"aborted after the switch: {reason}")
+    rt.ledger.set_slot(rt.name, new, state="failed")
+    return finish(rt, dep, "aborted", f"{reason}; traffic is back on {old} ({plan.live_release})", plan)
+
+
+def promote(rt: Runtime, dep: int, plan: BlueGreenPlan, urls: list[str], keep_old: bool,
+            health_timeout: float | None) -> dict[str, Any]:
+    """All traffic is on the new slot: post-switch health, then last known good and retire the old slot."""
+    old, new, release = plan.live_slot, plan.idle_slot, plan.release
+    timeout = min(health_timeout or rt.environment.health.timeout, 30.0)
+    verdicts = run_gates(rt, dep, Phase.POST_SWITCH, new, release, urls, timeout=timeout, include_health=True)
+    if not verdicts[-1].passed:
+        return switch_back(rt, dep, plan, f"post-switch gate {verdicts[-1].gate}: {verdicts[-1].reason}")
+    # no watch window yet: a promotion that passed its post-switch checks is the last known good
+    rt.ledger.set_slot(rt.name, new, state="live", release=release)
+    rt.ledger.set_last_known_good(rt.name, release)
+    notes = []
+    if old:
+        st = rt.target.status(old)
+        if not st.running:
+            notes.append(f"the old slot {old} had stopped running ({st.detail or st.state})")
+        if keep_old and st.running:
+            rt.ledger.set_slot(rt.name, old, state="warm")
+            notes.append(f"slot {old} kept running {plan.live_release} (--keep-old)")
+        else:
+            stop_slot(rt, dep, old, why="retired after promotion")
+    get_run_logger().info("promoted %s in slot %s", release, new)
+    return finish(rt, dep, "promoted", "; ".join(notes), plan)
+
+
+def run_flow(flow, **params: Any) -> dict[str, Any]:
+    """Run an async flow and return its outcome dict whether it promoted or not (for the CLI)."""
+    state = asyncio.run(flow(**params, return_state=True))
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, DeploymentFailed):
+        return result.outcome
+    if isinstance(result, BaseException):
+        raise result
+    return result
