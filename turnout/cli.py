@@ -138,6 +138,60 @@ def _run_flow(module: str, params: dict[str, Any], as_json: bool, verbose: bool)
     sys.exit(outcome["exit_code"])
 
 
+def _stages(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()] if value.strip() else []
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of percentages, e.g. 10,25,50,100") from None
+
+
+@cli.command("canary")
+@click.option("--image", default=None, help="Release to ramp up, e.g. demo:v2 (omit with --promote to promote a running canary).")
+@_env_opt
+@_dir_opt
+@click.option("--ramp-stages", default=None, callback=_stages, help="Percentages, increasing, ending in 100 (default [canary] stages).")
+@click.option("--duration", type=float, default=None, callback=_positive("duration"), help="Seconds per stage (default [canary] duration).")
+@click.option("--interval", type=float, default=None, callback=_positive("interval"), help="Seconds per measurement (default [canary] interval).")
+@click.option("--auto-promote", is_flag=True, help="Move on after every passing stage without waiting.")
+@click.option("--promote", is_flag=True, help="With --image: go to 100 after the first analysis passes. "
+                                                "Without: promote the canary running in ENV.")
+@click.option("--approval-timeout", type=float, default=3600.0, callback=_positive("approval-timeout"),
+              help="Seconds to wait for --promote after the first stage before aborting.")
+@click.option("--health-check-timeout", type=float, default=None, callback=_positive("health-check-timeout"),
+              help="Seconds to wait for the new release to become healthy.")
+@click.option("--keep-old", is_flag=True, help="Keep the old slot running after promotion.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
+def canary_cmd(image, environment, config_dir, ramp_stages, duration, interval, auto_promote, promote,
+               approval_timeout, health_check_timeout, keep_old, as_json, verbose) -> None:
+    """Ramp IMAGE through the stages, judging canary against stable on live metrics; abort on a bad verdict."""
+    from turnout.errors import ConfigError
+    from turnout.runtime import open_runtime
+
+    rt = open_runtime(environment, config_dir)
+    if image is None:
+        if not promote:
+            raise click.UsageError("give --image to start a canary, or --promote to promote the running one")
+        dep = rt.ledger.request_promotion(environment)
+        if dep is None:
+            raise ConfigError(f"no canary is in progress in {environment}: nothing to promote")
+        click.echo(f"promotion requested for canary deployment #{dep} in {environment}")
+        return
+    image = _release(None, None, image)
+    rt.environment.canary.override(ramp_stages, duration, interval)  # exit 2 before anything moves
+    if rt.router.get_split() is None:
+        raise ConfigError(f"nothing is live in {environment} to compare a canary with; "
+                          "deploy the first release with `turnout blue-green`")
+    rt.ledger.ensure_unlocked(environment)
+    rt.close()
+    _run_flow("flows.canary", dict(environment=environment, image=image, config_dir=config_dir, ramp_stages=ramp_stages,
+                                   duration=duration, interval=interval, auto_promote=auto_promote, promote_now=promote,
+                                   approval_timeout=approval_timeout, health_check_timeout=health_check_timeout,
+                                   keep_old=keep_old), as_json, verbose)
+
+
 @cli.command()
 @_env_opt
 @_dir_opt

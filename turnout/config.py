@@ -98,6 +98,21 @@ class CanaryConfig(BaseModel):
         return v
 
 
+    def override(self, stages: list[int] | None = None, duration: float | None = None,
+                 interval: float | None = None) -> "CanaryConfig":
+        """This config with a run's overrides, validated; ConfigError naming the bad value."""
+        data = self.model_dump()
+        for key, value in (("stages", stages), ("duration", duration), ("interval", interval)):
+            if value is not None:
+                data[key] = value
+        try:
+            cfg = CanaryConfig.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error("canary settings", e, "canary.")) from None
+        cfg.interval = min(cfg.interval, cfg.duration)  # at least one measurement per stage
+        return cfg
+
+
 class ThresholdsConfig(BaseModel):
     """Canary-versus-stable limits."""
 

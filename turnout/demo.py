@@ -3,7 +3,8 @@
 It writes a throw-away environment (`.turnout/demo/`, free 127.0.0.1 ports, managed NGINX, the
 process target running `examples/demo_app`, a SQLite ledger), deploys v1, blue-greens to v2 while
 a bounded load runs through NGINX (errors must be 0), then tries v4 (never ready) and shows it
-refused before any traffic moved. Prefect runs in ephemeral mode unless PREFECT_API_URL is set.
+refused before any traffic moved, then ramps v5 as a canary (promoted) and v3 (5xx: aborted at
+the first stage, with the evidence). Prefect runs in ephemeral mode unless PREFECT_API_URL is set.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def _write_environment(state_root: Path, app: Path) -> Path:
     cdir = state_root / "deployments"
     cdir.mkdir(parents=True, exist_ok=True)
     listen, blue, green = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    canary = "\n[canary]\nstages = [10, 50, 100]\nduration = 4\ninterval = 2\nmin_requests = 20\n"
     (cdir / "demo.toml").write_text(f"# written by `turnout demo`; ports picked free at {time.strftime('%H:%M:%S')}\n"
-                                    + demo_environment("demo", state_root / "state", listen, blue, green, app=app))
+                                    + demo_environment("demo", state_root / "state", listen, blue, green, app=app,
+                                                       extra=canary))
     return cdir
 
 
@@ -142,9 +145,34 @@ def run_demo(keep: bool = False, max_requests: int = 20000) -> int:
     _show_load(res)
     ok &= out["outcome"] == "aborted" and before == after and res.non_2xx == 0 and res.connection_errors == 0
 
-    _say("4. the ledger")
-    for d in rt.ledger.history("demo", 5):
-        click.echo(f"   #{d['id']} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot']:<5} {d['status']:<9} {d['reason'][:90]}")
+    from flows import canary
+
+    _say("4. canary demo:v5 (healthy): 10% -> 50% -> 100%, judged on live metrics, under load")
+    load = Load(url + "api/items", connections=8, max_requests=max_requests * 3, max_seconds=90).start()
+    out = canary.run(environment="demo", image="demo:v5", config_dir=str(cdir), auto_promote=True)
+    res = load.stop()
+    click.echo(f"   -> {out['outcome']}: demo:v5 live in slot {out['slot']}")
+    _show_load(res)
+    ok &= out["outcome"] == "promoted" and res.non_2xx == 0 and res.connection_errors == 0
+
+    _say("5. canary demo:v3 (5xx on 20% of API calls) is caught at the first stage")
+    load = Load(url + "api/items", connections=8, max_requests=max_requests * 3, max_seconds=90).start()
+    out = canary.run(environment="demo", image="demo:v3", config_dir=str(cdir), auto_promote=True)
+    res = load.stop()
+    click.echo(f"   -> {out['outcome']}: {out['reason']}")
+    bad = [v for v in rt.ledger.deployment(out["deployment_id"])["verdicts"] if v["outcome"] == "fail"]
+    if bad:
+        ev = bad[0]["evidence"]
+        click.echo(f"   evidence: canary {ev['canary']['requests']:.0f} requests, 5xx {ev['canary']['error_rate']:.1%}; "
+                   f"stable {ev['stable']['requests']:.0f} requests, 5xx {ev['stable']['error_rate']:.1%}")
+    click.echo(f"   traffic now: {rt.router.get_split()}; the load saw {res.non_2xx} 5xx from the canary "
+               f"while it held 10% ({res.by_status})")
+    ok &= out["outcome"] == "aborted" and rt.router.get_split().weight(out["slot"] or "green") == 0
+
+    _say("6. the ledger")
+    for d in rt.ledger.history("demo", 6):
+        click.echo(f"   #{d['id']} {d['strategy']:<10} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot']:<5} "
+                   f"{d['status']:<9} {d['reason'][:80]}")
 
     if keep:
         click.echo(f"\nleft running. Look:  turnout status -e demo --config-dir {cdir}")

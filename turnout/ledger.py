@@ -235,6 +235,24 @@ class Ledger:
             for k, v in fields.items():
                 setattr(row, k, v)
 
+    def request_promotion(self, environment: str) -> int | None:
+        """Ask the running canary of `environment` to promote; its id, or None when none runs."""
+        with self.session() as s:
+            row = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.status == "running",
+                                            DeploymentRow.strategy == "canary").order_by(DeploymentRow.id.desc())
+            ).first()
+            if row is None:
+                return None
+            row.options = {**(row.options or {}), "promote_requested_at": utcnow().isoformat()}
+            return row.id
+
+    def promotion_requested(self, deployment_id: int) -> bool:
+        """True once `request_promotion` reached this deployment."""
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            return bool(row and (row.options or {}).get("promote_requested_at"))
+
     def finish_deployment(self, deployment_id: int, status: str, reason: str = "") -> None:
         """Record the outcome: promoted, aborted or failed."""
         self.update_deployment(deployment_id, status=status, reason=reason, finished_at=utcnow())

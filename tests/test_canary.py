@@ -1,0 +1,145 @@
+"""Canary end to end: real NGINX weights, real demo-service processes, real load, the scrape provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Project
+from turnout.loadgen import Load
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "nginx")
+
+CANARY = '\n[canary]\nstages = [25, 50, 100]\nduration = 2\ninterval = 1\nmin_requests = 15\n'
+
+
+@pytest.fixture
+def live(project: Project):
+    """staging with demo:v1 live in blue and canary settings fit for a test."""
+    project.extra += CANARY
+    project.write()
+    assert project.deploy("demo:v1")["outcome"] == "promoted"
+    return project
+
+
+def canary(p: Project, image: str, **kw):
+    from flows import canary as flow
+
+    return flow.run(environment=p.name, image=image, config_dir=str(p.cdir), **kw)
+
+
+def test_healthy_canary_ramps_and_promotes_under_load(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=50000, max_seconds=90).start()
+    out = canary(live, "demo:v2", auto_promote=True)
+    res = load.stop()
+    assert out["outcome"] == "promoted" and out["slot"] == "green"
+    assert res.non_2xx == 0 and res.connection_errors == 0, res.as_dict()
+    assert {live.get().headers["x-release"] for _ in range(5)} == {"demo:v2"}
+    dep = live.runtime().ledger.deployment(out["deployment_id"])
+    steps = [v for v in dep["verdicts"] if v["phase"] == "step"]
+    assert {v["evidence"]["weight"] for v in steps} == {25, 50} and all(v["outcome"] == "pass" for v in steps)
+    assert steps[0]["evidence"]["canary"]["requests"] >= 15
+    from prefect.artifacts import Artifact
+
+    assert Artifact.get("turnout-staging-canary-analysis") is not None
+
+
+def test_erroring_canary_is_aborted_at_the_first_stage_with_evidence(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=50000, max_seconds=90).start()
+    try:
+        r = live.cli("canary", "--image", "demo:v3", "-e", "staging", "--auto-promote", "--json")
+    finally:
+        load.stop()
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 1 and out["outcome"] == "aborted", r.stderr
+    assert "canary analysis at 25%" in out["reason"] and "5xx" in out["reason"]
+    assert "stage  25% #1: canary" in r.stderr  # the live line
+    assert {live.get().headers["x-release"] for _ in range(10)} == {"demo:v1"}
+    rt = live.runtime()
+    assert rt.router.get_split().as_dict() == {"blue": 100, "green": 0}
+    assert rt.target.status("green").state == "stopped"
+    failed = [v for v in rt.ledger.deployment(out["deployment_id"])["verdicts"] if v["outcome"] == "fail"]
+    assert failed and failed[0]["evidence"]["canary"]["errors"] > 0 and failed[0]["evidence"]["stable"]["errors"] == 0
+
+
+def test_without_traffic_the_canary_is_inconclusive_and_never_promoted(live):
+    out = canary(live, "demo:v2", auto_promote=True)
+    assert out["outcome"] == "aborted" and "inconclusive" in out["reason"]
+    assert live.get().headers["x-release"] == "demo:v1"
+
+
+def test_waits_after_the_first_stage_until_promoted(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
+    first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "canary", "--image", "demo:v2", "-e", "staging",
+                              "--approval-timeout", "60", "--json"], cwd=live.root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        events = live.state_dir / "events.jsonl"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if events.exists() and "waiting for promotion" in events.read_text():
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the canary never waited for promotion")
+        assert live.runtime().router.get_split().as_dict() == {"blue": 75, "green": 25}
+        r = live.cli("canary", "--promote", "-e", "staging")
+        assert r.returncode == 0 and "promotion requested" in r.stdout
+        out, err = first.communicate(timeout=120)
+    finally:
+        load.stop()
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["outcome"] == "promoted"
+    assert live.get().headers["x-release"] == "demo:v2"
+
+
+def test_the_canary_dying_mid_stage_aborts_with_traffic_back_on_stable(live):
+    load = Load(live.url + "api/items", connections=2, max_requests=50000, max_seconds=90).start()
+    first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "canary", "--image", "demo:v2", "-e", "staging",
+                              "--duration", "20", "--auto-promote", "--json"], cwd=live.root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rt = live.runtime()
+        deadline = time.monotonic() + 60
+        while (rt.router.get_split() or None) != rt.router.get_split().__class__(blue=75, green=25):
+            assert time.monotonic() < deadline, "the canary never reached 25%"
+            time.sleep(0.2)
+        import os
+        import signal
+
+        for rec in rt.target._records("green"):
+            os.kill(rec["pid"], signal.SIGKILL)
+        out, err = first.communicate(timeout=120)
+    finally:
+        load.stop()
+    assert first.returncode == 1, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert "the canary stopped running" in result["reason"] and "back on blue" in result["reason"]
+    assert live.runtime().router.get_split().as_dict() == {"blue": 100, "green": 0}
+
+
+def test_promote_with_no_canary_in_progress_is_refused(project):
+    r = project.cli("canary", "--promote", "-e", "staging")
+    assert r.returncode == 2 and "no canary is in progress in staging" in r.stderr
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--ramp-stages", ""], "must not be empty"),
+    (["--ramp-stages", "10,5,100"], "strictly increasing"),
+    (["--ramp-stages", "0,50,100"], "within 1..100"),
+    (["--ramp-stages", "10,150"], "within 1..100"),
+    (["--ramp-stages", "10,50"], "must be 100"),
+    (["--ramp-stages", "ten"], "comma-separated"),
+    (["--duration", "0"], "--duration"),
+    (["--duration", "-3"], "--duration"),
+])
+def test_bad_canary_input_exits_2_before_anything_moves(project, args, why):
+    r = project.cli("canary", "--image", "demo:v2", "-e", "staging", *args)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert not project.state_dir.exists()
