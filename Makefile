@@ -41,6 +41,7 @@ test: install nginx
 bench: install nginx
 	$(BIN)/python bench/switch_under_load.py
 	$(BIN)/python bench/orchestration_overhead.py
+	$(BIN)/python bench/canary_detection.py
 
 # Operator targets: make deploy-staging IMAGE=demo:v2
 deploy-staging: install
