@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.turnout-installed
 ENV     ?= staging
 IMAGE   ?=
 
-.PHONY: demo demo-keep demo-stop test test-fast bench nginx install deploy-staging deploy-production status history plugins clean
+.PHONY: demo demo-keep demo-stop test test-fast bench nginx prometheus install deploy-staging deploy-production status history plugins clean
 
 install: $(STAMP)
 
@@ -35,7 +35,14 @@ demo-keep: install nginx
 demo-stop: install
 	$(BIN)/turnout demo-stop
 
-test: install nginx
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Prometheus (Debian package prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "Prometheus is missing: run 'sudo apt-get install prometheus'"; exit 1; fi; }
+
+test: install nginx prometheus
 	$(BIN)/python -m pytest -q
 
 bench: install nginx

@@ -19,19 +19,12 @@ from pydantic import Field
 
 from flows._steps import locked_run, promote, run_flow, shift_or_abort, start_and_gate, switch_back
 from tasks.analysis import analyse_stage
-from turnout.config import CanaryConfig, PluginTable
+from turnout.chart import write_canary_chart
+from turnout.config import CanaryConfig
 from turnout.errors import ConfigError
 from turnout.judge import make_judge
 from turnout.models import RELEASE_PATTERN, Outcome, Split, validate_release
 from turnout.runtime import Runtime, open_runtime
-
-
-def metrics_provider(rt: Runtime):
-    """The environment's `[metrics]` provider (default: scrape), validated."""
-    table = rt.environment.metrics or PluginTable(kind="scrape")
-    provider = rt.registry.create("metrics", table, rt.environment, f"deployments/{rt.name}.toml: metrics")
-    provider.validate()
-    return provider
 
 
 @flow(name="canary", validate_parameters=True)
@@ -58,7 +51,7 @@ async def canary(
     rt = open_runtime(environment, config_dir)
     try:
         cfg = rt.environment.canary.override(ramp_stages, duration, interval)
-        provider = metrics_provider(rt)
+        provider = rt.metrics_provider()
         if rt.router.get_split() is None:
             raise ConfigError(f"nothing is live in {environment} to compare a canary with; "
                               "deploy the first release with `turnout blue-green`")
@@ -88,6 +81,7 @@ def _ramp(rt: Runtime, dep: int, plan, cfg: CanaryConfig, provider, auto_promote
                                        weight=weight, config=cfg, duration=cfg.duration)
         table += rows
         _table_artifact(rt.name, table)
+        _chart(rt, dep, table)
         if decision.outcome is not Outcome.PASS:
             switch_back(rt, dep, plan, f"canary analysis at {weight}%: {decision.reason}")
         _update_progress(progress, 100 * n / len(cfg.stages))
@@ -119,6 +113,13 @@ def _wait_for_promotion(rt: Runtime, dep: int, plan, timeout: float, weight: int
             switch_back(rt, dep, plan, f"the canary stopped running while waiting for promotion: {st.detail or st.state}")
         time.sleep(0.5)
     switch_back(rt, dep, plan, f"no promotion within {timeout:g}s: a canary is never promoted by waiting")
+
+
+def _chart(rt: Runtime, dep: int, rows: list[dict]) -> None:
+    try:  # a picture is a courtesy: the ledger and the table artifact hold the numbers
+        write_canary_chart(rows, rt.environment.state_dir / "reports" / f"deployment-{dep}.svg")
+    except Exception as e:
+        get_run_logger().warning("could not draw the canary chart: %s", e)
 
 
 def _progress_artifact(env: str):
@@ -160,4 +161,4 @@ def run(**params: Any) -> dict[str, Any]:
     return run_flow(canary, **params)
 
 
-__all__ = ["canary", "run", "metrics_provider"]
+__all__ = ["canary", "run"]

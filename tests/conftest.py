@@ -186,3 +186,56 @@ def _fresh_registry():
     reset_registry()
     yield
     reset_registry()
+
+
+class Prometheus:
+    """A real Prometheus (Debian package) on a free port, scraping `targets` every second."""
+
+    def __init__(self, root: Path, targets: list[str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        conf = root / "prometheus.yml"
+        conf.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+                        "- job_name: slots\n  static_configs:\n  - targets: [" + ", ".join(f"'{t}'" for t in targets) + "]\n")
+        self.log = open(root / "prometheus.log", "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={conf}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail("prometheus did not become ready in 30 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path):
+    """Start a real Prometheus scraping the given targets; stopped after the test."""
+    require("prometheus")
+    started = []
+
+    def start(targets: list[str]) -> Prometheus:
+        p = Prometheus(tmp_path / f"prometheus-{len(started)}", targets)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

@@ -58,6 +58,11 @@ def test_erroring_canary_is_aborted_at_the_first_stage_with_evidence(live):
     assert r.returncode == 1 and out["outcome"] == "aborted", r.stderr
     assert "canary analysis at 25%" in out["reason"] and "5xx" in out["reason"]
     assert "stage  25% #1: canary" in r.stderr  # the live line
+    from pathlib import Path
+
+    chart = Path(out["report"]).with_suffix(".svg")
+    assert chart.is_file() and "<svg" in chart.read_text()[:500]
+    assert "![canary vs stable](" in Path(out["report"]).read_text()
     assert {live.get().headers["x-release"] for _ in range(10)} == {"demo:v1"}
     rt = live.runtime()
     assert rt.router.get_split().as_dict() == {"blue": 100, "green": 0}

@@ -181,6 +181,7 @@ def canary_cmd(image, environment, config_dir, ramp_stages, duration, interval, 
         return
     image = _release(None, None, image)
     rt.environment.canary.override(ramp_stages, duration, interval)  # exit 2 before anything moves
+    rt.metrics_provider()  # a query the metrics backend rejects is exit 2 too
     if rt.router.get_split() is None:
         raise ConfigError(f"nothing is live in {environment} to compare a canary with; "
                           "deploy the first release with `turnout blue-green`")

@@ -30,6 +30,9 @@ def finish(rt, deployment_id: int, status: str, reason: str, plan=None) -> dict[
     report = render_markdown(dep, plan.as_dict() if plan else None)
     report_path = rt.environment.state_dir / "reports" / f"deployment-{deployment_id}.md"
     report_path.parent.mkdir(parents=True, exist_ok=True)
+    chart = report_path.with_suffix(".svg")
+    if chart.is_file():  # a canary's chart, drawn stage by stage beside the report
+        report += f"\n## Canary vs stable\n\n![canary vs stable]({chart.name})\n\nchart: {chart}\n"
     report_path.write_text(report)
     _artifact(rt.name, report, f"{dep['strategy']} {dep['release']}: {status}")
     outcome = {

@@ -66,6 +66,15 @@ class Runtime:
                 log.warning("notifier %s failed on %s: %s", name, kind, e)
         return event
 
+    def metrics_provider(self) -> Any:
+        """The `[metrics]` provider (default: scrape), validated against its backend."""
+        from turnout.config import PluginTable
+
+        table = self.environment.metrics or PluginTable(kind="scrape")
+        provider = self.registry.create("metrics", table, self.environment, f"deployments/{self.name}.toml: metrics")
+        provider.validate()
+        return provider
+
     def close(self) -> None:
         """Release the ledger's connections."""
         if self._ledger is not None:
