@@ -37,7 +37,8 @@ def locked_run(rt: Runtime, strategy: str, image: str, options: dict[str, Any],
             logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
         plan = plan_blue_green(rt, image)  # under the lock: no other run can change the state
         dep = rt.ledger.start_deployment(rt.name, strategy, image, from_release=plan.live_release,
-                                         from_slot=plan.live_slot, to_slot=plan.idle_slot, options=options)
+                                         from_slot=plan.live_slot, to_slot=plan.idle_slot, options=options,
+                                         flow_run_id=_flow_run_id())
         rt.ledger.attach_lock(rt.name, dep)
         rt.emit("deployment.started", dep, release=image,
                 message=f"{strategy} {image}: {plan.live_slot or 'nothing'} -> {plan.idle_slot}",
@@ -52,6 +53,14 @@ def locked_run(rt: Runtime, strategy: str, image: str, options: dict[str, Any],
                           f"traffic is {rt.router.get_split()}, check `turnout status`", plan)
     finally:
         rt.ledger.release_lock(rt.name)
+
+
+def _flow_run_id() -> str | None:
+    """This Prefect flow run's id, so the ledger row leads to the run in the UI."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
 def abort_before_switch(rt: Runtime, dep: int, plan: BlueGreenPlan, reason: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
     start in idle slot ─► pre-traffic health ─► for each stage: shift weight ─► verify
        ─► analyse (canary vs stable, window by window) ─► next stage | abort
-       ─► (without auto-promote: after the first stage, wait for `turnout canary --promote`)
+       ─► (without auto-promote: after the first stage, pause for approval: the Prefect UI's Resume
+           form or `turnout canary --promote`)
        ─► 100% ─► post-switch health ─► promoted
 
 Abort at any stage puts 100% back on the stable slot, verified, and stops the canary (exit 1).
@@ -11,19 +12,19 @@ Inconclusive or erroring measurements past their limits abort; they never promot
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows._approval import wait_for_approval
 from flows._steps import locked_run, promote, run_flow, shift_or_abort, start_and_gate, switch_back
 from tasks.analysis import analyse_stage
 from turnout.chart import write_canary_chart
 from turnout.config import CanaryConfig
 from turnout.errors import ConfigError
 from turnout.judge import make_judge
-from turnout.models import RELEASE_PATTERN, Outcome, Split, validate_release
+from turnout.models import RELEASE_PATTERN, Outcome, Phase, Split, Verdict, validate_release
 from turnout.runtime import Runtime, open_runtime
 
 
@@ -99,20 +100,39 @@ def _ramp(rt: Runtime, dep: int, plan, cfg: CanaryConfig, provider, auto_promote
 
 
 def _wait_for_promotion(rt: Runtime, dep: int, plan, timeout: float, weight: int) -> None:
-    """Hold the canary at `weight`% until `turnout canary --promote` (or abort on timeout / a dead canary)."""
+    """Hold the canary at `weight`% until approved (Prefect UI or `turnout canary --promote`); else abort."""
+    where = _run_url()
     rt.emit("phase.started", dep, phase="approval", release=plan.release,
-            message=f"waiting for promotion: run `turnout canary --promote --environment {rt.name}` "
-                    f"(the canary stays at {weight}% for up to {timeout:g}s)")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rt.ledger.promotion_requested(dep):
-            rt.emit("phase.started", dep, phase="approval", message="promotion requested: continuing the ramp")
-            return
-        st = rt.target.status(plan.idle_slot)
-        if not st.running:
-            switch_back(rt, dep, plan, f"the canary stopped running while waiting for promotion: {st.detail or st.state}")
-        time.sleep(0.5)
-    switch_back(rt, dep, plan, f"no promotion within {timeout:g}s: a canary is never promoted by waiting")
+            message=f"waiting for promotion: run `turnout canary --promote --environment {rt.name}`"
+                    + (f" or approve in the Prefect UI ({where})" if where else "")
+                    + f"; the canary stays at {weight}% for up to {timeout:g}s")
+    description = (f"**Promote {plan.release} in {rt.name}?** The canary passed its analysis at {weight}% "
+                   f"(deployment #{dep}). Tick *approved* to continue the ramp to 100%, leave it unticked "
+                   f"to abort and put all traffic back on {plan.live_slot}.")
+    answer = wait_for_approval(rt, dep, plan.idle_slot, timeout, description)
+    rt.ledger.record_verdict(dep, Verdict(
+        gate="approval", phase=Phase.STEP, outcome=Outcome.PASS if answer.approved else Outcome.FAIL,
+        reason=f"{'approved' if answer.approved else 'not approved'} by {answer.approver or 'nobody'}"
+               + (f": {answer.comment}" if answer.comment else ""),
+        evidence={"approver": answer.approver, "comment": answer.comment, "weight": weight}))
+    if not answer.approved:
+        why = answer.comment or f"promotion rejected by {answer.approver}"
+        switch_back(rt, dep, plan, why if answer.approver in ("", "turnout") else f"{why} ({answer.approver})")
+    rt.emit("phase.started", dep, phase="approval",
+            message=f"promotion approved by {answer.approver}: continuing the ramp")
+
+
+def _run_url() -> str:
+    """The flow run's page in the Prefect UI, when there is a UI to go to."""
+    try:
+        from prefect.context import FlowRunContext
+        from prefect.settings import PREFECT_UI_URL
+
+        ui = PREFECT_UI_URL.value()
+        run = FlowRunContext.get()
+        return f"{ui.rstrip('/')}/runs/flow-run/{run.flow_run.id}" if ui and run else ""
+    except Exception:
+        return ""
 
 
 def _chart(rt: Runtime, dep: int, rows: list[dict]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from conftest import Project
@@ -77,31 +79,96 @@ def test_without_traffic_the_canary_is_inconclusive_and_never_promoted(live):
     assert live.get().headers["x-release"] == "demo:v1"
 
 
-def test_waits_after_the_first_stage_until_promoted(live):
-    load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
+def _waiting_canary(live: Project) -> subprocess.Popen:
+    """`turnout canary demo:v2` (no auto-promote) once it holds at the first stage waiting for approval."""
     first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "canary", "--image", "demo:v2", "-e", "staging",
                               "--approval-timeout", "60", "--json"], cwd=live.root, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
+    events = live.state_dir / "events.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and first.poll() is None:
+        if events.exists() and "waiting for promotion" in events.read_text():
+            return first
+        time.sleep(0.3)
+    first.kill()
+    pytest.fail(f"the canary never waited for promotion: {first.communicate()[1][-2000:]}")
+
+
+def _paused_run_id(live: Project) -> str:
+    """The Prefect flow run of the waiting canary, once the server shows it Paused."""
+    run_id = live.runtime().ledger.history(live.name, limit=1)[0]["flow_run_id"]
+    api = os.environ["PREFECT_API_URL"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        if state["type"] == "PAUSED":
+            return run_id
+        time.sleep(0.3)
+    pytest.fail(f"flow run {run_id} never paused: {state}")
+
+
+def _finish(first: subprocess.Popen) -> dict:
+    out, err = first.communicate(timeout=120)
+    assert first.returncode in (0, 1), err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_waits_after_the_first_stage_until_promoted(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
+    first = _waiting_canary(live)
     try:
-        events = live.state_dir / "events.jsonl"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if events.exists() and "waiting for promotion" in events.read_text():
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the canary never waited for promotion")
         assert live.runtime().router.get_split().as_dict() == {"blue": 75, "green": 25}
         r = live.cli("canary", "--promote", "-e", "staging")
         assert r.returncode == 0 and "promotion requested" in r.stdout
-        out, err = first.communicate(timeout=120)
+        out = _finish(first)
     finally:
         load.stop()
         if first.poll() is None:
             first.kill()
-    assert first.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["outcome"] == "promoted"
+    assert first.returncode == 0 and out["outcome"] == "promoted"
     assert live.get().headers["x-release"] == "demo:v2"
+
+
+def test_approval_from_the_prefect_ui_form_continues_the_ramp(live):
+    """The UI's Resume button posts the form to /flow_runs/{id}/resume: do exactly that."""
+    load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
+    first = _waiting_canary(live)
+    try:
+        run_id = _paused_run_id(live)
+        api = os.environ["PREFECT_API_URL"]
+        schema = httpx.post(f"{api}/flow_runs/{run_id}/input/filter", json={"prefix": "paused-promote", "limit": 10}).json()
+        assert any("approved" in json.dumps(item) for item in schema), schema  # the form the UI renders
+        r = httpx.post(f"{api}/flow_runs/{run_id}/resume",
+                       json={"run_input": {"approved": True, "approver": "alice", "comment": "graphs look fine"}})
+        assert r.status_code == 201, r.text
+        out = _finish(first)
+    finally:
+        load.stop()
+        if first.poll() is None:
+            first.kill()
+    assert out["outcome"] == "promoted"
+    assert live.get().headers["x-release"] == "demo:v2"
+    verdicts = live.runtime().ledger.deployment(out["deployment_id"])["verdicts"]
+    assert any(v["gate"] == "approval" and "alice" in v["reason"] for v in verdicts), verdicts
+
+
+def test_rejection_from_the_prefect_ui_aborts_with_traffic_back_on_stable(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
+    first = _waiting_canary(live)
+    try:
+        run_id = _paused_run_id(live)
+        r = httpx.post(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}/resume",
+                       json={"run_input": {"approved": False, "approver": "bob", "comment": "p95 creeping up"}})
+        assert r.status_code == 201, r.text
+        out = _finish(first)
+    finally:
+        load.stop()
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1 and out["outcome"] == "aborted"
+    assert "p95 creeping up" in out["reason"] and "bob" in out["reason"]
+    assert live.runtime().router.get_split().as_dict() == {"blue": 100, "green": 0}
+    assert live.get().headers["x-release"] == "demo:v1"
 
 
 def test_the_canary_dying_mid_stage_aborts_with_traffic_back_on_stable(live):
@@ -148,3 +215,14 @@ def test_bad_canary_input_exits_2_before_anything_moves(project, args, why):
     r = project.cli("canary", "--image", "demo:v2", "-e", "staging", *args)
     assert r.returncode == 2 and why in r.stderr, r.stderr
     assert not project.state_dir.exists()
+
+
+def test_no_approval_within_the_timeout_aborts_never_promotes(live):
+    load = Load(live.url + "api/items", connections=4, max_requests=40000, max_seconds=60).start()
+    try:
+        out = canary(live, "demo:v2", approval_timeout=3)
+    finally:
+        load.stop()
+    assert out["outcome"] == "aborted" and "no promotion within 3s" in out["reason"]
+    assert live.runtime().router.get_split().as_dict() == {"blue": 100, "green": 0}
+    assert live.get().headers["x-release"] == "demo:v1"

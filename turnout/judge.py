@@ -89,6 +89,11 @@ class StatisticalJudge(ThresholdJudge):
     min_latency_effect: float = 0.1   # smallest p95 increase (seconds) worth failing for
     name: str = "statistical"
 
+    def __post_init__(self) -> None:
+        # scipy.stats takes 1-3 s to import on a busy 2-core machine: pay it when the judge is made,
+        # before any traffic moves, not inside the first analysis window (it once delayed an abort by 6 s).
+        import scipy.stats  # noqa: F401
+
     def judge(self, canary: SlotMetrics, stable: SlotMetrics) -> Verdict:
         """Hard limits first; then Fisher (5xx) and Mann-Whitney U (latency), one-sided."""
         from scipy.stats import fisher_exact, mannwhitneyu
