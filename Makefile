@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.turnout-installed
 ENV     ?= staging
 IMAGE   ?=
 
-.PHONY: demo demo-keep demo-stop test test-fast bench nginx prometheus install deploy-staging deploy-production status history plugins clean
+.PHONY: demo demo-keep demo-stop test test-fast bench nginx prometheus alertmanager install deploy-staging deploy-production status history plugins clean
 
 install: $(STAMP)
 
@@ -42,13 +42,21 @@ prometheus:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "Prometheus is missing: run 'sudo apt-get install prometheus'"; exit 1; fi; }
 
-test: install nginx prometheus
+alertmanager:
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Alertmanager (Debian package prometheus-alertmanager)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; \
+	  else echo "Alertmanager is missing: run 'sudo apt-get install prometheus-alertmanager'"; exit 1; fi; }
+
+test: install nginx prometheus alertmanager
 	$(BIN)/python -m pytest -q
 
 bench: install nginx
 	$(BIN)/python bench/switch_under_load.py
 	$(BIN)/python bench/orchestration_overhead.py
 	$(BIN)/python bench/canary_detection.py
+	$(BIN)/python bench/rollback_time.py
 
 # Operator targets: make deploy-staging IMAGE=demo:v2
 deploy-staging: install

@@ -17,7 +17,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_project(name: str = "bench", extra: str = "") -> tuple[Path, str]:
+def make_project(name: str = "bench", extra: str = "", rollback: str = "watch = 0") -> tuple[Path, str]:
     """Write deployments/<name>.toml in a temp dir; return (config dir, router URL)."""
     root = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     cdir = root / "deployments"
@@ -26,7 +26,8 @@ def make_project(name: str = "bench", extra: str = "") -> tuple[Path, str]:
     from turnout.demo import demo_environment
 
     (cdir / f"{name}.toml").write_text(demo_environment(name, f".turnout/{name}", listen, blue, green,
-                                                        health="timeout = 30\ninterval = 0.1", extra=extra))
+                                                        health="timeout = 30\ninterval = 0.1", extra=extra,
+                                                        rollback=rollback))
     return cdir, f"http://{listen}/"
 
 

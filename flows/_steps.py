@@ -13,14 +13,18 @@ from prefect import get_run_logger
 
 from tasks.deploy import start_release, stop_slot
 from tasks.health import run_gates
+from tasks.snapshot import snapshot_slot
 from tasks.traffic import shift_traffic
+from tasks.watch import watch_release
 from turnout.errors import TurnoutError
+from turnout.faults import crash_point
 from turnout.models import Phase, Split
 from turnout.outcome import DeploymentFailed, finish
 from turnout.plan import BlueGreenPlan, plan_blue_green
 from turnout.runtime import Runtime
 
-__all__ = ["locked_run", "start_and_gate", "abort_before_switch", "shift_or_abort", "switch_back", "promote", "run_flow"]
+__all__ = ["locked_run", "start_and_gate", "abort_before_switch", "shift_or_abort", "switch_back", "promote",
+           "restore_traffic", "run_flow"]
 
 
 def locked_run(rt: Runtime, strategy: str, image: str, options: dict[str, Any],
@@ -35,6 +39,11 @@ def locked_run(rt: Runtime, strategy: str, image: str, options: dict[str, Any],
     try:
         if lock["taken_over"]:
             logger.warning("took over a stale lock from pid %s (a crashed run)", lock["taken_over"]["pid"])
+        from flows.recover import recover_environment  # here: flows.recover imports this module
+
+        recovered = recover_environment(rt, reason=f"before {strategy} {image}", lock_held=lock)
+        if recovered["outcome"] != "consistent":
+            logger.warning("before this run: %s", recovered["reason"])
         plan = plan_blue_green(rt, image)  # under the lock: no other run can change the state
         dep = rt.ledger.start_deployment(rt.name, strategy, image, from_release=plan.live_release,
                                          from_slot=plan.live_slot, to_slot=plan.idle_slot, options=options,
@@ -87,10 +96,10 @@ def start_and_gate(rt: Runtime, dep: int, plan: BlueGreenPlan, health_timeout: f
     return urls
 
 
-def shift_or_abort(rt: Runtime, dep: int, plan: BlueGreenPlan, split: Split) -> None:
+def shift_or_abort(rt: Runtime, dep: int, plan: BlueGreenPlan, split: Split, phase: str = "switch") -> None:
     """Shift to `split`; on failure abort (traffic unchanged) or switch back (traffic moved)."""
     try:
-        shift_traffic(rt, dep, split)
+        shift_traffic(rt, dep, split, phase=phase)
     except TurnoutError as e:
         now = rt.router.get_split()
         if now is None or now == plan.current_split:
@@ -118,28 +127,104 @@ def switch_back(rt: Runtime, dep: int, plan: BlueGreenPlan, reason: str) -> dict
 
 
 def promote(rt: Runtime, dep: int, plan: BlueGreenPlan, urls: list[str], keep_old: bool,
-            health_timeout: float | None) -> dict[str, Any]:
-    """All traffic is on the new slot: post-switch health, then last known good and retire the old slot."""
+            health_timeout: float | None, watch: float | None = None, provider: Any = None) -> dict[str, Any]:
+    """All traffic is on the new slot: post-switch health, the watch, then last known good and retire the old slot.
+
+    `watch` seconds (default `[rollback] watch`; 0 skips it) with the old slot kept warm: a trigger rolls
+    back at once (outcome `rolled-back`). A clean watch makes the release the last known good; one
+    without enough traffic to judge keeps it live but not known good, and the old slot warm.
+    """
     old, new, release = plan.live_slot, plan.idle_slot, plan.release
     timeout = min(health_timeout or rt.environment.health.timeout, 30.0)
+    crash_point("post-switch")
     verdicts = run_gates(rt, dep, Phase.POST_SWITCH, new, release, urls, timeout=timeout, include_health=True)
     if not verdicts[-1].passed:
         return switch_back(rt, dep, plan, f"post-switch gate {verdicts[-1].gate}: {verdicts[-1].reason}")
-    # no watch window yet: a promotion that passed its post-switch checks is the last known good
     rt.ledger.set_slot(rt.name, new, state="live", release=release)
-    rt.ledger.set_last_known_good(rt.name, release)
     notes = []
+    old_running = bool(old) and rt.target.status(old).running
+    if old_running:
+        rt.ledger.set_slot(rt.name, old, state="warm")
+    seconds = rt.environment.rollback.watch if watch is None else watch
+    known_good = True
+    if seconds > 0 and old and plan.live_release:
+        rt.emit("phase.started", dep, phase="watch", release=release,
+                message=f"watching {release} in slot {new} for {seconds:g}s; slot {old} ({plan.live_release}) "
+                        f"{'kept warm' if old_running else 'is not running: a rollback would start it again'}")
+        result = watch_release(rt, dep, provider or rt.metrics_provider(), slot=new, release=release, urls=urls,
+                               seconds=seconds, config=rt.environment.rollback)
+        if result.trigger:
+            status, reason, extra = restore_traffic(
+                rt, dep, bad_slot=new, bad_release=release, good_slot=old, good_release=plan.live_release,
+                why=f"watch: {result.trigger}", evidence=result.evidence, health_timeout=health_timeout)
+            return finish(rt, dep, status, reason, plan, extra=extra)
+        notes.append(result.summary())
+        known_good = result.clean
+    elif seconds > 0:
+        notes.append("no watch: there is no previous release to roll back to")
+    else:
+        notes.append("watch skipped")
+    if known_good:
+        rt.ledger.set_last_known_good(rt.name, release)
     if old:
         st = rt.target.status(old)
         if not st.running:
             notes.append(f"the old slot {old} had stopped running ({st.detail or st.state})")
-        if keep_old and st.running:
+        elif keep_old or not known_good:
             rt.ledger.set_slot(rt.name, old, state="warm")
-            notes.append(f"slot {old} kept running {plan.live_release} (--keep-old)")
+            notes.append(f"slot {old} kept running {plan.live_release} "
+                         + ("(--keep-old)" if keep_old else "(the watch could not judge the new release)"))
         else:
             stop_slot(rt, dep, old, why="retired after promotion")
     get_run_logger().info("promoted %s in slot %s", release, new)
     return finish(rt, dep, "promoted", "; ".join(notes), plan)
+
+
+def restore_traffic(rt: Runtime, dep: int, *, bad_slot: str, bad_release: str | None, good_slot: str,
+                    good_release: str, why: str, evidence: dict[str, Any] | None = None, start: bool | None = None,
+                    health_timeout: float | None = None) -> tuple[str, str, str]:
+    """Roll back: snapshot the bad slot, (re)start the good release if needed, 100% to it, verify, check it.
+
+    Returns (status, reason, report markdown): `rolled-back`, or `failed` when the good release cannot
+    take the traffic (it fails its health check: traffic stays where it was, a human is needed).
+    """
+    incident = snapshot_slot(rt, dep, bad_slot, bad_release, why, evidence)
+    extra = f"## Incident\n\nWhat slot {bad_slot} ({bad_release}) left behind: `{incident}`\n"
+    if start is None:
+        st = rt.target.status(good_slot)
+        start = not (st.running and (st.release in (None, good_release)))
+    urls = [f"http://{a}" for a in rt.target.endpoints(good_slot)]
+    if start:
+        rt.emit("phase.started", dep, phase="rollback", release=good_release,
+                message=f"slot {good_slot} does not run {good_release}: starting it there")
+        try:
+            urls = start_release(rt, dep, good_slot, good_release)
+        except TurnoutError as e:
+            return "failed", f"{why}; could not start {good_release} in slot {good_slot}: {e}; traffic stays on " \
+                             f"{bad_slot}, a human is needed", extra
+        verdicts = run_gates(rt, dep, Phase.PRE_TRAFFIC, good_slot, good_release, urls,
+                             timeout=health_timeout or rt.environment.health.timeout, include_health=True)
+        if not verdicts[-1].passed:
+            stop_slot(rt, dep, good_slot, why=f"{good_release} failed its health check on rollback")
+            rt.ledger.set_slot(rt.name, good_slot, state="failed")
+            return "failed", (f"{why}; {good_release} failed its health check in slot {good_slot} "
+                              f"({verdicts[-1].reason}); traffic stays on {bad_slot}, a human is needed"), extra
+    try:
+        shift_traffic(rt, dep, Split.all_to(good_slot), phase="rollback")
+    except TurnoutError as e:
+        return "failed", f"{why}; the shift back to {good_slot} failed: {e}; a human is needed", extra
+    verdicts = run_gates(rt, dep, Phase.POST_ROLLBACK, good_slot, good_release, urls,
+                         timeout=min(health_timeout or rt.environment.health.timeout, 30.0), include_health=True)
+    if not verdicts[-1].passed:
+        return "failed", (f"{why}; traffic is on {good_slot} ({good_release}) but its post-rollback check "
+                          f"{verdicts[-1].gate} fails: {verdicts[-1].reason}; a human is needed"), extra
+    if bad_release:
+        rt.ledger.mark_release(rt.name, bad_release, "bad", why)
+    rt.ledger.set_slot(rt.name, good_slot, state="live", release=good_release)
+    rt.ledger.set_last_known_good(rt.name, good_release)
+    stop_slot(rt, dep, bad_slot, why=f"rolled back: {why}")
+    rt.ledger.set_slot(rt.name, bad_slot, state="failed")
+    return "rolled-back", f"{why}; traffic is back on {good_slot} ({good_release})", extra
 
 
 def run_flow(flow, **params: Any) -> dict[str, Any]:

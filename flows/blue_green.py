@@ -1,7 +1,11 @@
 """The blue-green flow: start the release in the idle slot, gate it, switch all traffic, verify.
 
     pre-deploy gates ─► start in idle slot ─► pre-traffic health + gates ─► wait ─► switch 100%
-       ─► verify ─► post-switch health + gates ─► promote ─► stop the old slot (unless keep_old)
+       ─► verify ─► post-switch health + gates ─► watch (old slot warm) ─► last known good
+       ─► stop the old slot (unless keep_old)
+
+A watch trigger (5xx, p95, availability, health failing, the process gone, `turnout rollback`) puts
+all traffic back on the warm old slot at once (rolled-back, exit 1).
 
 Any failure before the switch stops the new slot and leaves traffic untouched (aborted, exit 1).
 Any failure after it switches back to the old slot, still running, and verifies (aborted, exit 1);
@@ -31,6 +35,7 @@ async def blue_green(
     traffic_switch_delay: Annotated[float, Field(ge=0, description="Seconds between healthy and the switch")] = 0.0,
     keep_old: bool = False,
     dry_run: bool = False,
+    watch: Annotated[float | None, Field(ge=0, description="Seconds to watch after promotion; 0 skips")] = None,
 ) -> dict[str, Any]:
     """Deploy `image` to `environment` with a blue-green switch; returns the outcome.
 
@@ -50,15 +55,18 @@ async def blue_green(
             plan = plan_blue_green(rt, image)
             logger.info("dry run, nothing changed:\n%s", plan.render())
             return {"outcome": "dry-run", "plan": plan.as_dict(), "text": plan.render()}
+        seconds = rt.environment.rollback.watch if watch is None else watch
+        provider = rt.metrics_provider() if seconds > 0 else None  # a bad [metrics] table is exit 2 before anything moves
         options = {"health_check_timeout": health_check_timeout, "traffic_switch_delay": traffic_switch_delay,
-                   "keep_old": keep_old}
-        return locked_run(rt, "blue-green", image, options,
-                          lambda dep, plan: _deploy(rt, dep, plan, health_check_timeout, traffic_switch_delay, keep_old))
+                   "keep_old": keep_old, "watch": seconds}
+        return locked_run(rt, "blue-green", image, options, lambda dep, plan: _deploy(
+            rt, dep, plan, health_check_timeout, traffic_switch_delay, keep_old, seconds, provider))
     finally:
         rt.close()
 
 
-def _deploy(rt: Runtime, dep: int, plan, health_timeout: float | None, delay: float, keep_old: bool) -> dict[str, Any]:
+def _deploy(rt: Runtime, dep: int, plan, health_timeout: float | None, delay: float, keep_old: bool,
+            watch: float, provider: Any) -> dict[str, Any]:
     urls = start_and_gate(rt, dep, plan, health_timeout)
     if delay > 0:
         rt.emit("phase.started", dep, phase="delay", message=f"waiting {delay:g}s before the switch")
@@ -66,7 +74,7 @@ def _deploy(rt: Runtime, dep: int, plan, health_timeout: float | None, delay: fl
     rt.emit("phase.started", dep, phase="switch", release=plan.release, message=f"switching to {plan.idle_slot}",
             data={"old_slot": plan.live_slot, "new_slot": plan.idle_slot})
     shift_or_abort(rt, dep, plan, Split.all_to(plan.idle_slot))
-    return promote(rt, dep, plan, urls, keep_old, health_timeout)
+    return promote(rt, dep, plan, urls, keep_old, health_timeout, watch=watch, provider=provider)
 
 
 def run(**params: Any) -> dict[str, Any]:

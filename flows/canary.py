@@ -4,7 +4,7 @@
        ─► analyse (canary vs stable, window by window) ─► next stage | abort
        ─► (without auto-promote: after the first stage, pause for approval: the Prefect UI's Resume
            form or `turnout canary --promote`)
-       ─► 100% ─► post-switch health ─► promoted
+       ─► 100% ─► post-switch health ─► watch (stable slot warm) ─► promoted / rolled back
 
 Abort at any stage puts 100% back on the stable slot, verified, and stops the canary (exit 1).
 Inconclusive or erroring measurements past their limits abort; they never promote.
@@ -41,6 +41,7 @@ async def canary(
     approval_timeout: Annotated[float, Field(gt=0)] = 3600.0,
     health_check_timeout: Annotated[float | None, Field(gt=0)] = None,
     keep_old: bool = False,
+    watch: Annotated[float | None, Field(ge=0, description="Seconds to watch after promotion; 0 skips")] = None,
 ) -> dict[str, Any]:
     """Ramp `image` through the stages, judging each on live metrics; returns the outcome.
 
@@ -56,16 +57,18 @@ async def canary(
         if rt.router.get_split() is None:
             raise ConfigError(f"nothing is live in {environment} to compare a canary with; "
                               "deploy the first release with `turnout blue-green`")
+        seconds = rt.environment.rollback.watch if watch is None else watch
         options = {"stages": cfg.stages, "duration": cfg.duration, "interval": cfg.interval, "judge": cfg.judge,
-                   "auto_promote": auto_promote, "promote_now": promote_now}
+                   "auto_promote": auto_promote, "promote_now": promote_now, "watch": seconds}
         return locked_run(rt, "canary", image, options, lambda dep, plan: _ramp(
-            rt, dep, plan, cfg, provider, auto_promote, promote_now, approval_timeout, health_check_timeout, keep_old))
+            rt, dep, plan, cfg, provider, auto_promote, promote_now, approval_timeout, health_check_timeout, keep_old,
+            seconds))
     finally:
         rt.close()
 
 
 def _ramp(rt: Runtime, dep: int, plan, cfg: CanaryConfig, provider, auto_promote: bool, promote_now: bool,
-          approval_timeout: float, health_timeout: float | None, keep_old: bool) -> dict[str, Any]:
+          approval_timeout: float, health_timeout: float | None, keep_old: bool, watch: float) -> dict[str, Any]:
     logger = get_run_logger()
     stable, new, release = plan.live_slot, plan.idle_slot, plan.release
     judge = make_judge(cfg, rt.environment.thresholds)
@@ -77,7 +80,7 @@ def _ramp(rt: Runtime, dep: int, plan, cfg: CanaryConfig, provider, auto_promote
         rt.emit("phase.started", dep, phase="stage", release=release,
                 message=f"stage {n}/{len(cfg.stages)}: {weight}% of traffic to {release} in slot {new}",
                 data={"weight": weight, "old_slot": stable, "new_slot": new})
-        shift_or_abort(rt, dep, plan, Split.canary(stable, weight))
+        shift_or_abort(rt, dep, plan, Split.canary(stable, weight), phase="stage")
         decision, rows = analyse_stage(rt, dep, provider, judge, stable=stable, canary=new, release=release,
                                        weight=weight, config=cfg, duration=cfg.duration)
         table += rows
@@ -96,7 +99,7 @@ def _ramp(rt: Runtime, dep: int, plan, cfg: CanaryConfig, provider, auto_promote
             data={"old_slot": stable, "new_slot": new})
     shift_or_abort(rt, dep, plan, Split.all_to(new))
     _update_progress(progress, 100)
-    return promote(rt, dep, plan, urls, keep_old, health_timeout)
+    return promote(rt, dep, plan, urls, keep_old, health_timeout, watch=watch, provider=provider)
 
 
 def _wait_for_promotion(rt: Runtime, dep: int, plan, timeout: float, weight: int) -> None:

@@ -18,7 +18,8 @@ from turnout.models import DeploymentEvent
 
 NAME = "slack"
 
-_ICONS = {"promoted": ":white_check_mark:", "aborted": ":rewind:", "failed": ":rotating_light:"}
+_ICONS = {"promoted": ":white_check_mark:", "aborted": ":rewind:", "failed": ":rotating_light:",
+          "rolled-back": ":leftwards_arrow_with_hook:"}
 
 
 class SlackConfig(BaseModel):
@@ -42,8 +43,8 @@ class SlackNotifier:
         self.environment = environment
 
     def notify(self, event: DeploymentEvent) -> None:
-        """Post one event if its kind is wanted; raise BackendError when Slack refuses it."""
-        if event.kind not in self.config.events:
+        """Post one event if its kind is wanted (urgent ones always); raise BackendError when Slack refuses it."""
+        if event.kind not in self.config.events and not event.urgent:
             return
         url = os.environ.get(self.config.webhook_url_env)
         if not url:
@@ -51,7 +52,8 @@ class SlackNotifier:
         from slack_sdk.webhook import WebhookClient
 
         outcome = event.data.get("outcome", "")
-        text = f"{_ICONS.get(outcome, ':rocket:')} *{event.environment}* {event.kind}: {event.message}"
+        icon = ":rotating_light: <!here>" if event.urgent else _ICONS.get(outcome, ":rocket:")
+        text = f"{icon} *{event.environment}* {event.kind}: {event.message}"
         resp = WebhookClient(url, timeout=self.config.timeout).send(text=text)
         if resp.status_code >= 300:
             raise BackendError(f"slack notifier: webhook answered HTTP {resp.status_code}")

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from turnout.config import CanaryConfig
 from turnout.errors import BackendError
+from turnout.faults import crash_point
 from turnout.judge import Judge, StageDecision, decide_stage
 from turnout.metrics import SlotMetrics
 from turnout.models import Outcome, Phase, Verdict
@@ -49,11 +50,13 @@ def analyse_stage(rt: Runtime, deployment_id: int, provider: Any, judge: Judge, 
                   consecutive_error_limit=config.consecutive_error_limit)
     eps = {stable: rt.target.endpoints(stable), canary: rt.target.endpoints(canary)}
     def canary_died(i: int) -> StageDecision | None:
+        """A dead canary, or `turnout rollback` asking through the ledger, fails the stage at once."""
+        asked = rt.ledger.rollback_requested(deployment_id)
         st = rt.target.status(canary)
-        if st.running:
+        if st.running and not asked:
             return None
-        v = Verdict(gate=judge.name, phase=Phase.STEP, outcome=Outcome.FAIL,
-                    reason=f"the canary stopped running: {st.detail or st.state}", evidence={"weight": weight})
+        reason = f"rollback requested: {asked}" if asked else f"the canary stopped running: {st.detail or st.state}"
+        v = Verdict(gate=judge.name, phase=Phase.STEP, outcome=Outcome.FAIL, reason=reason, evidence={"weight": weight})
         rt.ledger.record_verdict(deployment_id, v)
         rt.emit("gate.verdict", deployment_id, phase="analysis", release=release,
                 message=_line(weight, i, None, None, v), data={"weight": weight})
@@ -65,6 +68,7 @@ def analyse_stage(rt: Runtime, deployment_id: int, provider: Any, judge: Judge, 
             for slot in (stable, canary):
                 provider.begin(slot, eps[slot])
             deadline = time.monotonic() + config.interval
+            crash_point("analysis")
             while time.monotonic() < deadline:
                 died = canary_died(i)
                 if died:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from turnout.faults import crash_point
 from turnout.runtime import Runtime
 
 
@@ -23,6 +24,7 @@ def start_release(rt: Runtime, deployment_id: int, slot: str, release: str) -> l
         rt.ledger.result(action, False, error=str(e))
         rt.ledger.set_slot(rt.name, slot, state="failed")
         raise
+    crash_point("start:done")
     st = rt.target.status(slot)
     rt.ledger.result(action, True, urls=urls, pid=st.pid)
     rt.ledger.set_slot(rt.name, slot, state="running", release=release)

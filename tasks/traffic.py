@@ -7,6 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from turnout.faults import crash_point
 from turnout.models import Split
 from turnout.runtime import Runtime
 
@@ -25,8 +26,11 @@ def shift_traffic(rt: Runtime, deployment_id: int, split: Split, phase: str = "s
     rt.emit("phase.started", deployment_id, phase=phase, message=f"shifting traffic to {split}",
             data={"split": split.as_dict()})
     try:
+        crash_point("shift:before-apply", phase)
         rt.router.apply(split, rt.backends())
+        crash_point("shift:applied", phase)
         evidence = rt.router.verify(split, rt.backends(), None)
+        crash_point("shift:verified", phase)
     except Exception as e:
         rt.ledger.result(action, False, error=str(e), split_now=_split_now(rt))
         raise

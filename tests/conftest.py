@@ -48,7 +48,9 @@ def require(binary: str) -> str:
     """The path of `binary`, or fail (CI) / skip (elsewhere) naming what is missing."""
     path = shutil.which(binary)
     if path is None:
-        msg = f"{binary} is not installed (Debian: apt-get install {'nginx-light' if binary == 'nginx' else binary})"
+        package = {"nginx": "nginx-light", "prometheus-alertmanager": "prometheus-alertmanager",
+                   "promtool": "prometheus"}.get(binary, binary)
+        msg = f"{binary} is not installed (Debian: apt-get install {package})"
         if CI:
             pytest.fail(msg + " and CI=true requires every real component")
         pytest.skip(msg)
@@ -104,6 +106,7 @@ class Project:
         self.extra = ""
         self.router_extra = ""
         self.health_timeout = 15
+        self.rollback = "watch = 0"
 
     @property
     def url(self) -> str:
@@ -116,7 +119,7 @@ class Project:
             self.name, f".turnout/{self.name}", self.listen, self.blue, self.green, app=DEMO_APP,
             router_extra=f"verify_timeout = 10\n{self.router_extra}",
             health=f"timeout = {self.health_timeout}\nmax_response_time = 1.0\ninterval = 0.2",
-            extra=f'\n[[notifiers]]\nkind = "log"\n{self.extra}')
+            extra=f'\n[[notifiers]]\nkind = "log"\n{self.extra}', rollback=self.rollback)
 
     def write(self, text: str | None = None) -> "Project":
         (self.cdir / f"{self.name}.toml").write_text(text if text is not None else self.toml())
@@ -191,13 +194,13 @@ def _fresh_registry():
 class Prometheus:
     """A real Prometheus (Debian package) on a free port, scraping `targets` every second."""
 
-    def __init__(self, root: Path, targets: list[str]):
+    def __init__(self, root: Path, targets: list[str], config: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
         conf = root / "prometheus.yml"
-        conf.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-                        "- job_name: slots\n  static_configs:\n  - targets: [" + ", ".join(f"'{t}'" for t in targets) + "]\n")
+        conf.write_text(config or ("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+                        "- job_name: slots\n  static_configs:\n  - targets: [" + ", ".join(f"'{t}'" for t in targets) + "]\n"))
         self.log = open(root / "prometheus.log", "w")
         self.proc = subprocess.Popen(
             ["prometheus", f"--config.file={conf}", f"--storage.tsdb.path={root / 'data'}",
@@ -231,8 +234,8 @@ def prometheus_for(tmp_path):
     require("prometheus")
     started = []
 
-    def start(targets: list[str]) -> Prometheus:
-        p = Prometheus(tmp_path / f"prometheus-{len(started)}", targets)
+    def start(targets: list[str], config: str | None = None) -> Prometheus:
+        p = Prometheus(tmp_path / f"prometheus-{len(started)}", targets, config)
         started.append(p)
         return p
 

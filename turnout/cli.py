@@ -1,4 +1,5 @@
-"""The `turnout` command line. Exit codes: 0 promoted, 1 aborted (safe), 2 bad input, 3 unsafe.
+"""The `turnout` command line. Exit codes: 0 promoted (or rolled back / recovered), 1 aborted or rolled
+back by the watch (safe), 2 bad input (nothing touched), 3 not known to be safe (a human is needed).
 
 Commands that only read (status, history, plugins, validate) never import Prefect, so they answer
 in well under a second. Deploying commands validate everything first and exit 2 before anything
@@ -92,11 +93,14 @@ _dir_opt = click.option("--config-dir", default=None, envvar="TURNOUT_CONFIG_DIR
 @click.option("--traffic-switch-delay", type=float, default=0.0, callback=_non_negative,
               help="Seconds to wait between a healthy release and the switch.")
 @click.option("--keep-old", is_flag=True, help="Keep the old slot running after promotion.")
+@click.option("--watch", "watch", type=float, default=None, callback=_non_negative,
+              help="Seconds to watch the release after promotion, old slot warm (default [rollback] watch; 0 skips).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (slots, commands, router diff); change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
 def blue_green_cmd(image: str, environment: str, config_dir: str | None, health_check_timeout: float | None,
-                   traffic_switch_delay: float, keep_old: bool, dry_run: bool, as_json: bool, verbose: bool) -> None:
+                   traffic_switch_delay: float, keep_old: bool, watch: float | None, dry_run: bool, as_json: bool,
+                   verbose: bool) -> None:
     """Start IMAGE in the idle slot, health-gate it, switch all traffic, verify; roll back on failure."""
     from turnout.runtime import open_runtime
 
@@ -107,11 +111,13 @@ def blue_green_cmd(image: str, environment: str, config_dir: str | None, health_
         click.echo(plan_blue_green(rt, image).render())
         click.echo("dry run: nothing was changed")
         return
+    if (rt.environment.rollback.watch if watch is None else watch) > 0:
+        rt.metrics_provider()  # the watch's metrics source: a query the backend rejects is exit 2 now
     rt.ledger.ensure_unlocked(environment)  # fail fast, before Prefect starts; the flow locks for real
     rt.close()
     _run_flow("flows.blue_green", dict(environment=environment, image=image, config_dir=config_dir,
                                        health_check_timeout=health_check_timeout,
-                                       traffic_switch_delay=traffic_switch_delay, keep_old=keep_old),
+                                       traffic_switch_delay=traffic_switch_delay, keep_old=keep_old, watch=watch),
               as_json, verbose)
 
 
@@ -131,10 +137,12 @@ def _run_flow(module: str, params: dict[str, Any], as_json: bool, verbose: bool)
     if as_json:
         click.echo(json.dumps(outcome))
     else:
-        click.echo(f"{outcome['outcome'].upper()}: {outcome['release']} in {outcome['environment']}"
+        click.echo(f"{outcome['outcome'].upper()}: " + (f"{outcome['release']} in " if outcome.get("release") else "")
+                   + outcome["environment"]
                    + (f" (slot {outcome['slot']})" if outcome.get("slot") else "")
                    + (f": {outcome['reason']}" if outcome.get("reason") else ""))
-        click.echo(f"report: {outcome['report']}")
+        if outcome.get("report"):
+            click.echo(f"report: {outcome['report']}")
     sys.exit(outcome["exit_code"])
 
 
@@ -162,10 +170,12 @@ def _stages(ctx, param, value):
 @click.option("--health-check-timeout", type=float, default=None, callback=_positive("health-check-timeout"),
               help="Seconds to wait for the new release to become healthy.")
 @click.option("--keep-old", is_flag=True, help="Keep the old slot running after promotion.")
+@click.option("--watch", "watch", type=float, default=None, callback=_non_negative,
+              help="Seconds to watch the release after promotion, old slot warm (default [rollback] watch; 0 skips).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
 def canary_cmd(image, environment, config_dir, ramp_stages, duration, interval, auto_promote, promote,
-               approval_timeout, health_check_timeout, keep_old, as_json, verbose) -> None:
+               approval_timeout, health_check_timeout, keep_old, watch, as_json, verbose) -> None:
     """Ramp IMAGE through the stages, judging canary against stable on live metrics; abort on a bad verdict."""
     from turnout.errors import ConfigError
     from turnout.runtime import open_runtime
@@ -190,7 +200,94 @@ def canary_cmd(image, environment, config_dir, ramp_stages, duration, interval, 
     _run_flow("flows.canary", dict(environment=environment, image=image, config_dir=config_dir, ramp_stages=ramp_stages,
                                    duration=duration, interval=interval, auto_promote=auto_promote, promote_now=promote,
                                    approval_timeout=approval_timeout, health_check_timeout=health_check_timeout,
-                                   keep_old=keep_old), as_json, verbose)
+                                   keep_old=keep_old, watch=watch), as_json, verbose)
+
+
+def _optional_release(ctx, param, value):
+    return None if value is None else _release(ctx, param, value)
+
+
+@cli.command()
+@_env_opt
+@_dir_opt
+@click.option("--rollback-to", default=None, callback=_optional_release,
+              help="Roll back to this release (default: the warm slot, else the last known good).")
+@click.option("--preserve-data", is_flag=True, help="Never restore the database, whatever the migrations say.")
+@click.option("--notify", is_flag=True, help="Send the outcome to every notifier as urgent.")
+@click.option("--reason", default="manual rollback", help="Why (goes to the ledger, the report and the notifiers).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
+def rollback(environment, config_dir, rollback_to, preserve_data, notify, reason, dry_run, as_json, verbose) -> None:
+    """Put all traffic back on a release this environment has seen healthy (0 rolled back, 3 needs a human)."""
+    from turnout.models import utcnow
+    from turnout.rollback import plan_rollback, precheck_rollback
+    from turnout.runtime import open_runtime
+
+    requested_at = utcnow()  # two rollbacks at once: the one that starts second sees the first did the job
+    if len(reason) > 500:
+        raise click.BadParameter("at most 500 characters", param_hint="--reason")
+    rt = open_runtime(environment, config_dir)
+    if dry_run:
+        click.echo(plan_rollback(rt, rollback_to, preserve_data).render())
+        click.echo("dry run: nothing was changed")
+        return
+    precheck_rollback(rt, rollback_to)  # exit 2 before Prefect starts
+    rt.close()
+    _run_flow("flows.rollback", dict(environment=environment, config_dir=config_dir, rollback_to=rollback_to,
+                                     preserve_data=preserve_data, notify=notify, reason=reason,
+                                     requested_at=requested_at), as_json, verbose)
+
+
+@cli.command()
+@_env_opt
+@_dir_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
+def recover(environment, config_dir, as_json, verbose) -> None:
+    """After a crash: compare the ledger with the router and the slots, bring ENV to a safe, recorded state."""
+    from turnout.runtime import open_runtime
+
+    open_runtime(environment, config_dir).close()  # a bad file is exit 2 before anything
+    _run_flow("flows.recover", dict(environment=environment, config_dir=config_dir), as_json, verbose)
+
+
+@cli.command("alert-receiver")
+@click.option("--listen", default="127.0.0.1:9099", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--prefect-api-url", envvar="PREFECT_API_URL", default=None,
+              help="Prefect API to post events to (default $PREFECT_API_URL).")
+@_dir_opt
+@click.option("--environment-label", default="environment", show_default=True,
+              help="The alert label that names the turnout environment.")
+def alert_receiver(listen: str, prefect_api_url: str | None, config_dir: str | None, environment_label: str) -> None:
+    """Alertmanager webhook receiver: each firing alert becomes a Prefect event that can trigger a rollback."""
+    import logging
+
+    from turnout.alert_receiver import AlertReceiver, known_environments
+    from turnout.config import config_dir as resolve_config_dir
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+    if not prefect_api_url or not prefect_api_url.startswith(("http://", "https://")):
+        raise click.UsageError("give --prefect-api-url (or set PREFECT_API_URL), e.g. http://127.0.0.1:4200/api")
+    cdir = resolve_config_dir(config_dir)
+    envs = known_environments(cdir)
+    if not envs:
+        raise click.UsageError(f"no environment files in {cdir}: every alert would be dropped")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        server = AlertReceiver((host, int(port)), prefect_api_url, envs, environment_label)
+    except OSError as e:
+        raise click.UsageError(f"cannot listen on {listen}: {e.strerror or e}") from None
+    click.echo(f"turnout alert-receiver on http://{listen}/alertmanager -> {prefect_api_url}/events "
+               f"(environments: {', '.join(sorted(envs))})", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @cli.command()

@@ -124,15 +124,18 @@ class ThresholdsConfig(BaseModel):
 
 
 class RollbackConfig(BaseModel):
-    """Watch-window triggers after a promotion."""
+    """The watch after a promotion (its triggers) and rollback settings."""
 
     model_config = ConfigDict(extra="forbid")
 
-    watch: float = Field(600.0, ge=0)
+    watch: float = Field(600.0, ge=0, description="Seconds to watch a promoted release; 0 skips the watch")
+    interval: float = Field(10.0, gt=0, description="Seconds per watch measurement")
+    min_requests: int = Field(20, ge=1, description="Fewer requests in a measurement: no metrics verdict")
     max_error_rate: float = Field(0.05, ge=0, le=1)
     max_p95_latency: float = Field(3.0, gt=0)
     min_availability: float = Field(0.95, ge=0, le=1)
-    health_failing_for: float = Field(120.0, gt=0)
+    health_failing_for: float = Field(120.0, gt=0, description="Seconds of failing health checks that trigger")
+    lock_wait: float = Field(60.0, ge=0, description="Seconds `turnout rollback` waits for a running deployment")
 
 
 class Environment(BaseModel):

@@ -35,10 +35,11 @@ def demo_paths() -> tuple[Path, Path, Path]:
 
 def demo_environment(name: str, state_dir: str | Path, listen: str, blue: str, green: str, *,
                      app: Path | None = None, router_extra: str = "", health: str = "timeout = 30",
-                     extra: str = "") -> str:
+                     extra: str = "", rollback: str = "watch = 0") -> str:
     """An environment file for the demo service: managed NGINX, the process target, two slots.
 
-    Used by `turnout demo`, the benchmarks and the tests, so all three deploy the same way.
+    Used by `turnout demo`, the benchmarks and the tests, so all three deploy the same way. `rollback`
+    is the `[rollback]` table's body: no watch unless asked, so a deployment ends when it is promoted.
     """
     app = app or demo_paths()[2]
     return f'''name = "{name}"
@@ -61,6 +62,9 @@ green = "{green}"
 
 [health]
 {health}
+
+[rollback]
+{rollback}
 {extra}
 '''
 
@@ -72,7 +76,8 @@ def _write_environment(state_root: Path, app: Path) -> Path:
     canary = "\n[canary]\nstages = [10, 50, 100]\nduration = 4\ninterval = 2\nmin_requests = 20\n"
     (cdir / "demo.toml").write_text(f"# written by `turnout demo`; ports picked free at {time.strftime('%H:%M:%S')}\n"
                                     + demo_environment("demo", state_root / "state", listen, blue, green, app=app,
-                                                       extra=canary))
+                                                       extra=canary,
+                                                       rollback="watch = 0\ninterval = 2\nmin_requests = 10"))
     return cdir
 
 
@@ -102,6 +107,12 @@ def _show_load(res: LoadResult) -> None:
     click.echo(f"         served by: " + ", ".join(f"{k} x{v}" for k, v in sorted(d["by_release"].items())))
     click.echo(f"         non-2xx: {d['non_2xx']}   connection errors: {d['connection_errors']}   "
                f"(keep-alive connections closed by the reload and retried, as clients do: {d['retried_after_keepalive_close']})")
+
+
+def _serving(url: str) -> str:
+    import httpx
+
+    return httpx.get(url, headers={"Connection": "close"}, timeout=5).headers.get("x-release", "?")
 
 
 def run_demo(keep: bool = False, max_requests: int = 20000) -> int:
@@ -169,8 +180,26 @@ def run_demo(keep: bool = False, max_requests: int = 20000) -> int:
                f"while it held 10% ({res.by_status})")
     ok &= out["outcome"] == "aborted" and rt.router.get_split().weight(out["slot"] or "green") == 0
 
-    _say("6. the ledger")
-    for d in rt.ledger.history("demo", 6):
+    _say("6. demo:v8 turns bad 8 s after it starts: the watch after promotion rolls it back")
+    load = Load(url + "api/items", connections=8, max_requests=max_requests * 3, max_seconds=90).start()
+    out = blue_green.run(environment="demo", image="demo:v8", config_dir=str(cdir), watch=30)
+    res = load.stop()
+    click.echo(f"   -> {out['outcome']}: {out['reason']}")
+    click.echo(f"   traffic now: {rt.router.get_split()} serving {_serving(url)}; demo:v8 is marked "
+               f"{(rt.ledger.release_verdict('demo', 'demo:v8') or {}).get('verdict')}")
+    _show_load(res)
+    ok &= out["outcome"] == "rolled-back" and _serving(url) == "demo:v5"
+
+    _say("7. an operator rolls back by hand: turnout rollback (demo:v5 -> the last known good before it)")
+    from flows import rollback
+
+    out = rollback.run(environment="demo", config_dir=str(cdir), reason="demo: rolled back by hand")
+    click.echo(f"   -> {out['outcome']}: {out['reason']}")
+    click.echo(f"   traffic now: {rt.router.get_split()} serving {_serving(url)}")
+    ok &= out["outcome"] == "rolled-back" and _serving(url) == "demo:v2"
+
+    _say("8. the ledger")
+    for d in rt.ledger.history("demo", 8):
         click.echo(f"   #{d['id']} {d['strategy']:<10} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot']:<5} "
                    f"{d['status']:<9} {d['reason'][:80]}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator
@@ -106,6 +107,15 @@ class LockRow(_Base):
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReleaseRow(_Base):
+    __tablename__ = "releases"
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    release: Mapped[str] = mapped_column(String(255), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16))  # good | bad
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class LockInfo(dict):
     """The lock row as a dict, plus `taken_over`: the stale lock this one replaced, if any."""
 
@@ -143,12 +153,23 @@ class Ledger:
 
     # --- the environment lock -------------------------------------------------------------------
 
-    def acquire_lock(self, environment: str, purpose: str = "deploy") -> LockInfo:
-        """Take the environment's lock or raise LockHeld naming the holder.
+    def acquire_lock(self, environment: str, purpose: str = "deploy", wait: float = 0.0) -> LockInfo:
+        """Take the environment's lock or raise LockHeld naming the holder (after `wait` seconds of trying).
 
         A lock held by a process that no longer exists on this host is stale: it is taken over, the
-        crashed deployment is marked failed, and the returned LockInfo says so in `taken_over`.
+        crashed deployment is marked `crashed` (for `turnout recover`), and the returned LockInfo says
+        so in `taken_over`.
         """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._acquire_lock(environment, purpose)
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _acquire_lock(self, environment: str, purpose: str) -> LockInfo:
         host, pid = socket.gethostname(), os.getpid()
         taken_over = None
         with self.session() as s:
@@ -159,7 +180,7 @@ class Ledger:
                     if row.deployment_id:
                         dep = s.get(DeploymentRow, row.deployment_id)
                         if dep is not None and dep.status == "running":
-                            dep.status = "failed"
+                            dep.status = "crashed"
                             dep.reason = f"the run crashed (pid {row.pid} is gone); lock taken over"
                             dep.finished_at = utcnow()
                     s.delete(row)
@@ -253,6 +274,26 @@ class Ledger:
             row = s.get(DeploymentRow, deployment_id)
             return bool(row and (row.options or {}).get("promote_requested_at"))
 
+    def request_rollback(self, environment: str, reason: str) -> int | None:
+        """Ask the running deployment of `environment` (if any) to roll back now; its id, or None."""
+        with self.session() as s:
+            row = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.status == "running")
+                .order_by(DeploymentRow.id.desc())
+            ).first()
+            if row is None:
+                return None
+            row.options = {**(row.options or {}), "rollback_requested_at": utcnow().isoformat(),
+                           "rollback_reason": reason}
+            return row.id
+
+    def rollback_requested(self, deployment_id: int) -> str | None:
+        """The reason given to `request_rollback` for this deployment, or None."""
+        with self.session() as s:
+            row = s.get(DeploymentRow, deployment_id)
+            options = (row.options or {}) if row else {}
+            return options.get("rollback_reason") if options.get("rollback_requested_at") else None
+
     def finish_deployment(self, deployment_id: int, status: str, reason: str = "") -> None:
         """Record the outcome: promoted, aborted or failed."""
         self.update_deployment(deployment_id, status=status, reason=reason, finished_at=utcnow())
@@ -314,10 +355,42 @@ class Ledger:
             row.updated_at = utcnow()
 
     def set_last_known_good(self, environment: str, release: str) -> None:
-        """Record the release that was promoted and survived."""
+        """Record the release that was promoted and survived (and mark it good)."""
         with self.session() as s:
             row = self._env_row(s, environment)
             row.last_known_good, row.last_known_good_at = release, utcnow()
+        self.mark_release(environment, release, "good", "promoted and survived its watch")
+
+    def mark_release(self, environment: str, release: str, verdict: str, reason: str = "") -> None:
+        """Record that `release` proved good or bad in `environment` (the latest verdict wins)."""
+        if verdict not in ("good", "bad"):
+            raise ValueError(f"verdict must be good or bad, not {verdict!r}")
+        with self.session() as s:
+            self._env_row(s, environment)
+            row = s.get(ReleaseRow, (environment, release))
+            if row is None:
+                row = ReleaseRow(environment=environment, release=release, verdict=verdict)
+                s.add(row)
+            row.verdict, row.reason, row.at = verdict, reason, utcnow()
+
+    def release_verdict(self, environment: str, release: str) -> dict[str, Any] | None:
+        """The latest good/bad verdict on `release` in `environment`, or None when it never had one."""
+        with self.session() as s:
+            row = s.get(ReleaseRow, (environment, release))
+            return _row_dict(row) if row else None
+
+    def known_good(self, environment: str) -> list[str]:
+        """Releases that proved good here and are not marked bad since, most recent first."""
+        with self.session() as s:
+            rows = s.scalars(select(ReleaseRow).where(ReleaseRow.environment == environment,
+                                                      ReleaseRow.verdict == "good").order_by(ReleaseRow.at.desc()))
+            return [r.release for r in rows]
+
+    def ever_deployed(self, environment: str, release: str) -> bool:
+        """True when any deployment in `environment` ever carried `release`."""
+        with self.session() as s:
+            return s.scalars(select(DeploymentRow.id).where(DeploymentRow.environment == environment,
+                                                            DeploymentRow.release == release).limit(1)).first() is not None
 
     def environment_state(self, environment: str) -> dict[str, Any]:
         """Everything `turnout status` shows: split, slots, last known good, lock, last deployment."""

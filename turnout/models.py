@@ -168,6 +168,7 @@ class DeploymentEvent(BaseModel):
     phase: str | None = None
     message: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+    urgent: bool = False  # a human should look now: notifiers deliver it whatever their event filter
     at: datetime = Field(default_factory=utcnow)
 
     @field_validator("kind")

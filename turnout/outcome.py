@@ -9,7 +9,8 @@ from turnout.report import render_markdown
 
 __all__ = ["DeploymentFailed", "finish", "EXIT_BY_OUTCOME"]
 
-EXIT_BY_OUTCOME = {"promoted": EXIT_OK, "aborted": EXIT_ABORTED, "failed": EXIT_UNSAFE, "dry-run": EXIT_OK}
+EXIT_BY_OUTCOME = {"promoted": EXIT_OK, "aborted": EXIT_ABORTED, "rolled-back": EXIT_ABORTED, "failed": EXIT_UNSAFE,
+                   "dry-run": EXIT_OK, "recovered": EXIT_OK}
 
 
 class DeploymentFailed(Exception):
@@ -23,8 +24,15 @@ class DeploymentFailed(Exception):
         self.outcome = outcome
 
 
-def finish(rt, deployment_id: int, status: str, reason: str, plan=None) -> dict[str, Any]:
-    """Record `status`, publish the report artifact, broadcast the end; raise DeploymentFailed unless promoted."""
+def finish(rt, deployment_id: int, status: str, reason: str, plan=None, *, succeeded: bool | None = None,
+           extra: str = "") -> dict[str, Any]:
+    """Record `status`, publish the report artifact, broadcast the end; raise DeploymentFailed unless it succeeded.
+
+    A deployment succeeds when it is `promoted`; a rollback or a recovery passes `succeeded=True` for its
+    own good end (`rolled-back`, `recovered`). `failed` (not known to be safe) is broadcast as urgent.
+    `extra` is markdown appended to the report (e.g. where an incident snapshot was saved).
+    """
+    ok = status == "promoted" if succeeded is None else succeeded
     rt.ledger.finish_deployment(deployment_id, status, reason)
     dep = rt.ledger.deployment(deployment_id)
     report = render_markdown(dep, plan.as_dict() if plan else None)
@@ -33,16 +41,21 @@ def finish(rt, deployment_id: int, status: str, reason: str, plan=None) -> dict[
     chart = report_path.with_suffix(".svg")
     if chart.is_file():  # a canary's chart, drawn stage by stage beside the report
         report += f"\n## Canary vs stable\n\n![canary vs stable]({chart.name})\n\nchart: {chart}\n"
+    if extra:
+        report += "\n" + extra.rstrip() + "\n"
     report_path.write_text(report)
     _artifact(rt.name, report, f"{dep['strategy']} {dep['release']}: {status}")
     outcome = {
         "outcome": status, "reason": reason, "deployment_id": deployment_id, "environment": rt.name,
         "release": dep["release"], "slot": dep["to_slot"], "report": str(report_path),
-        "exit_code": EXIT_BY_OUTCOME[status],
+        "exit_code": EXIT_OK if ok else EXIT_BY_OUTCOME[status],
     }
-    rt.emit("deployment.finished", deployment_id, release=dep["release"],
-            message=f"{status}" + (f": {reason}" if reason else ""), data={"outcome": status})
-    if status != "promoted":
+    urgent = status == "failed"
+    rt.emit("deployment.finished", deployment_id, release=dep["release"], urgent=urgent,
+            message=(f"{status}" + (f": {reason}" if reason else "")
+                     + (" -- a human is needed: traffic is not known to be safe" if urgent else "")),
+            data={"outcome": status})
+    if not ok:
         raise DeploymentFailed(outcome)
     return outcome
 

@@ -39,10 +39,21 @@ def create_app(release: str, slot: str = ""):
     async def root(request: Request) -> Response:
         return PlainTextResponse(b["greeting"] + "\n", headers=headers)
 
+    fault: dict = {}  # set at run time through POST /admin/fault (the tests' way to make a live release go bad)
+
+    def current(key: str, default: float = 0.0) -> float:
+        """A behaviour value now: a fault set at run time, then `bad_*` once `bad_after` passed, then the release's."""
+        if key in fault:
+            return float(fault[key])
+        if b.get("bad_after") is not None and time.monotonic() - started >= float(b["bad_after"]):
+            if f"bad_{key}" in b:
+                return float(b[f"bad_{key}"])
+        return float(b.get(key, default))
+
     async def items(request: Request) -> Response:
-        if b.get("latency"):
-            await asyncio.sleep(float(b["latency"]))
-        if random.random() < float(b.get("error_rate", 0)):
+        if current("latency"):
+            await asyncio.sleep(current("latency"))
+        if random.random() < current("error_rate"):
             return JSONResponse({"error": "injected failure"}, status_code=500, headers=headers)
         return JSONResponse({"release": release, "items": [1, 2, 3]}, headers=headers)
 
@@ -53,9 +64,19 @@ def create_app(release: str, slot: str = ""):
         return JSONResponse({"status": "live", "release": release}, headers=headers)
 
     async def ready(request: Request) -> Response:
-        ok = b.get("ready", True) and time.monotonic() - started >= float(b.get("start_delay", 0))
+        ok = (b.get("ready", True) and bool(current("ready", 1.0))
+              and time.monotonic() - started >= float(b.get("start_delay", 0)))
         return JSONResponse({"status": "ready" if ok else "not ready", "release": release},
                             status_code=200 if ok else 503, headers=headers)
+
+    async def set_fault(request: Request) -> Response:
+        """Change this process's behaviour now: {"error_rate": 0.5, "latency": 2, "ready": 0}; {} clears it."""
+        body = await request.json()
+        if not isinstance(body, dict) or not all(k in ("error_rate", "latency", "ready") for k in body):
+            return JSONResponse({"error": "keys: error_rate, latency, ready"}, status_code=400)
+        fault.clear()
+        fault.update({k: float(v) for k, v in body.items()})
+        return JSONResponse({"fault": fault, "release": release}, headers=headers)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -63,6 +84,7 @@ def create_app(release: str, slot: str = ""):
     app = Starlette(routes=[
         Route("/", root), Route("/api/items", items), Route("/api/echo", echo, methods=["POST"]),
         Route("/health/live", live), Route("/health/ready", ready), Route("/metrics", metrics),
+        Route("/admin/fault", set_fault, methods=["POST"]),
     ])
 
     async def measured(scope, receive, send):

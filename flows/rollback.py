@@ -1,0 +1,164 @@
+"""The rollback flow: put all traffic back on a release this environment has seen healthy.
+
+    ask a running deployment to roll back itself (its watch / analysis sees it within 0.25 s)
+       ─► take the lock ─► recover a crashed run ─► plan (warm slot, or start the last known good)
+       ─► snapshot the failing slot ─► database decision ─► start if needed + health
+       ─► 100% to the good slot, verified ─► post-rollback gates ─► mark the bad release ─► notify
+
+Triggered by a person (`turnout rollback`), by turnout's own watch (which calls the same step
+function), or by a Prometheus alert through `turnout alert-receiver` and a Prefect automation.
+When the good release fails its health check the outcome is `failed` (exit 3, an urgent notification):
+traffic stays where it is, a human is needed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows._steps import restore_traffic, run_flow
+from flows.recover import recover_environment
+from turnout.errors import EXIT_OK
+from turnout.models import RELEASE_PATTERN, utcnow, validate_release
+from turnout.outcome import finish
+from turnout.rollback import plan_rollback, precheck_rollback
+from turnout.runtime import Runtime, open_runtime
+
+
+@flow(name="rollback", validate_parameters=True)
+async def rollback(
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+    rollback_to: Annotated[str | None, Field(pattern=RELEASE_PATTERN, description="Roll back to this release")] = None,
+    preserve_data: bool = False,
+    notify: bool = False,
+    dry_run: bool = False,
+    reason: Annotated[str, Field(max_length=500)] = "manual rollback",
+    config_dir: str | None = None,
+    if_live: Annotated[str | None, Field(max_length=255, description="Only if this release is still live")] = None,
+    requested_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Roll `environment` back; returns the outcome (`rolled-back`, `not-needed`, or `dry-run` with the plan).
+
+    `if_live` (set by alert triggers from the alert's `release` label): roll back only while that release
+    still serves; an alert that fires again after the rollback must not roll back a second time.
+    `requested_at` (the CLI's start): a rollback that started after it did this one's job (two at once).
+
+    Raises DeploymentFailed (the run ends Failed) when the rollback could not make traffic safe.
+    """
+    logger = get_run_logger()
+    if rollback_to:
+        validate_release(rollback_to)
+    rt = open_runtime(environment, config_dir)
+    try:
+        if dry_run:
+            plan = plan_rollback(rt, rollback_to, preserve_data)
+            logger.info("dry run, nothing changed:\n%s", plan.render())
+            return {"outcome": "dry-run", "plan": plan.as_dict(), "text": plan.render(), "exit_code": EXIT_OK}
+        precheck_rollback(rt, rollback_to)  # refuse (exit 2) before asking anyone to stop
+        if if_live and _not_live(rt, if_live):
+            return _not_live(rt, if_live)
+        asked_at = requested_at or utcnow()
+        if asked_at.tzinfo is None:
+            asked_at = asked_at.replace(tzinfo=timezone.utc)
+        running = rt.ledger.request_rollback(environment, reason)
+        if running:
+            rt.emit("phase.started", running, phase="rollback",
+                    message=f"asked the running deployment #{running} to roll back: {reason}")
+        lock = rt.ledger.acquire_lock(environment, purpose="rollback", wait=rt.environment.rollback.lock_wait)
+        try:
+            done = (_handled_by_running(rt, running, rollback_to) if running else None) or \
+                _done_meanwhile(rt, asked_at, rollback_to)
+            if done:
+                return done
+            recover_environment(rt, reason=f"before a rollback: {reason}", lock_held=lock)
+            stale = _not_live(rt, if_live)
+            if stale:
+                return stale
+            return _roll_back(rt, rollback_to, preserve_data, notify, reason)
+        finally:
+            rt.ledger.release_lock(environment)
+    finally:
+        rt.close()
+
+
+def _handled_by_running(rt: Runtime, dep_id: int, rollback_to: str | None) -> dict[str, Any] | None:
+    """When the deployment we asked rolled back (or aborted) itself, that was the rollback."""
+    dep = rt.ledger.deployment(dep_id)
+    if rollback_to or dep is None or dep["status"] not in ("rolled-back", "aborted"):
+        return None
+    if dep["strategy"] == "rollback":  # two rollbacks at once: the other one ran
+        return {"outcome": "rolled-back", "deployment_id": dep_id, "environment": rt.name, "release": dep["release"],
+                "slot": dep["to_slot"], "exit_code": EXIT_OK,
+                "reason": f"rollback #{dep_id} ran while this one waited: {dep['reason']}",
+                "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md")}
+    return {"outcome": "rolled-back", "deployment_id": dep_id, "environment": rt.name, "release": dep["from_release"],
+            "slot": dep["from_slot"], "exit_code": EXIT_OK,
+            "reason": f"deployment #{dep_id} ({dep['release']}) was running and rolled itself back: {dep['reason']}",
+            "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md")}
+
+
+def _not_live(rt: Runtime, if_live: str | None) -> dict[str, Any] | None:
+    """The answer when `if_live` names a release that no longer serves (nothing to do), else None."""
+    if not if_live:
+        return None
+    split = rt.router.get_split()
+    live = split.live_slots() if split else []
+    serving = {rt.target.status(s).release for s in live}
+    if if_live in serving:
+        return None
+    get_run_logger().info("%s is not live in %s (serving: %s): nothing to roll back", if_live, rt.name,
+                          ", ".join(sorted(r for r in serving if r)) or "nothing")
+    return {"outcome": "not-needed", "environment": rt.name, "exit_code": EXIT_OK,
+            "reason": f"{if_live} is no longer live (serving {', '.join(sorted(r for r in serving if r)) or 'nothing'}): "
+                      "nothing to roll back"}
+
+
+def _done_meanwhile(rt: Runtime, since, rollback_to: str | None) -> dict[str, Any] | None:
+    """Another rollback finished while this one waited for the lock (two at once: one runs)."""
+    last = rt.ledger.environment_state(rt.name)["last_deployment"]
+    if rollback_to or not last or last["strategy"] != "rollback" or last["status"] != "rolled-back":
+        return None
+    started = last["started_at"] if last["started_at"].tzinfo else last["started_at"].replace(tzinfo=since.tzinfo)
+    if started < since:
+        return None
+    return {"outcome": "rolled-back", "deployment_id": last["id"], "environment": rt.name, "release": last["release"],
+            "slot": last["to_slot"], "exit_code": EXIT_OK,
+            "reason": f"rollback #{last['id']} ran while this one waited: {last['reason']}",
+            "report": str(rt.environment.state_dir / "reports" / f"deployment-{last['id']}.md")}
+
+
+def _roll_back(rt: Runtime, rollback_to: str | None, preserve_data: bool, notify: bool, reason: str) -> dict[str, Any]:
+    plan = plan_rollback(rt, rollback_to, preserve_data)
+    dep = rt.ledger.start_deployment(rt.name, "rollback", plan.release, from_release=plan.live_release,
+                                     from_slot=plan.live_slot, to_slot=plan.idle_slot,
+                                     options={"reason": reason, "rollback_to": rollback_to,
+                                              "preserve_data": preserve_data, "plan": plan.as_dict()})
+    rt.ledger.attach_lock(rt.name, dep)
+    rt.emit("deployment.started", dep, release=plan.release,
+            message=f"rollback ({reason}): {plan.live_release} in {plan.live_slot} -> {plan.release} in "
+                    f"{plan.idle_slot} ({plan.why_target})", data={"plan": plan.as_dict()})
+    rt.emit("phase.started", dep, phase="rollback", message=f"database: {plan.data}")
+    try:
+        status, why, extra = restore_traffic(
+            rt, dep, bad_slot=plan.live_slot, bad_release=plan.live_release, good_slot=plan.idle_slot,
+            good_release=plan.release, why=reason, start=not plan.use_warm,
+            evidence={"plan": plan.as_dict()})
+    except Exception as e:  # never leave the rollback "running"
+        get_run_logger().exception("unexpected error in rollback #%s", dep)
+        status, why, extra = "failed", f"{reason}; unexpected error: {type(e).__name__}: {e}", ""
+    extra += f"\n## Database\n\n{plan.data}\n"
+    if notify or status != "rolled-back":
+        rt.emit("rollback.finished", dep, release=plan.release, urgent=True,
+                message=f"rollback {status}: {why}", data={"outcome": status})
+    return finish(rt, dep, status, why, plan, succeeded=status == "rolled-back", extra=extra)
+
+
+def run(**params: Any) -> dict[str, Any]:
+    """Run the flow and return its outcome dict whether it succeeded or not (for the CLI)."""
+    return run_flow(rollback, **params)
+
+
+__all__ = ["rollback", "run"]
