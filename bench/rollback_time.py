@@ -145,8 +145,12 @@ def _live_slot(cdir: Path) -> str:
 
 def bench_router(cdir: Path) -> list[float]:
     """(c): the router alone, 10 flips of 100% between two running slots."""
+    from flows import blue_green
     from turnout.models import Split
     from turnout.runtime import open_runtime
+
+    out = blue_green.run(environment="bench", image="demo:v5", config_dir=str(cdir), watch=0, keep_old=True)
+    assert out["outcome"] == "promoted", out  # both slots running: a flip is the router's work only
 
     rt = open_runtime("bench", cdir, check=False)
     times = []
