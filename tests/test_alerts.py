@@ -236,11 +236,22 @@ def test_a_release_turning_bad_after_promotion_is_rolled_back_by_an_alert_with_n
                 f"--- {n}\n{(tmp_path / f'{n}.log').read_text()[-3000:]}" for n in logs))
         # the flow still runs its post-rollback checks and reports to Prefect: do not stop its worker under it
         api = os.environ["PREFECT_API_URL"]
-        while time.monotonic() < deadline:
-            runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["rollback"]}}}).json()
-            if runs and all(r["state_type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") for r in runs):
-                break
+        final = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+        def rollback_runs() -> list[dict]:
+            return httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["rollback"]}}}).json()
+        while time.monotonic() < deadline and not (rollback_runs() and all(r["state_type"] in final
+                                                                            for r in rollback_runs())):
             time.sleep(0.5)
+        first_runs = len(rollback_runs())
+        # a storm: the same alert again and again must not roll back a second time
+        for _ in range(3):
+            assert httpx.post(f"http://127.0.0.1:{rport}/alertmanager", json=alert()).status_code == 200
+        storm_end = time.monotonic() + 90
+        while time.monotonic() < storm_end and not (len(rollback_runs()) >= first_runs + 3 and all(
+                r["state_type"] in final for r in rollback_runs())):
+            time.sleep(0.5)
+        runs = rollback_runs()
     finally:
         if load:
             load.stop()
@@ -255,5 +266,9 @@ def test_a_release_turning_bad_after_promotion_is_rolled_back_by_an_alert_with_n
     assert dep["strategy"] == "rollback" and dep["status"] == "rolled-back", dep
     assert "alert TurnoutHighErrorRate" in dep["reason"]
     assert project.runtime().ledger.release_verdict("staging", "demo:v2")["verdict"] == "bad"
-    assert [r["state_type"] for r in runs].count("COMPLETED") == 1, [(r["state_type"], r["state_name"]) for r in runs]
+    states = [(r["state_type"], r["state_name"]) for r in runs]
+    assert len(runs) >= 4 and {t for t, _ in states} <= {"COMPLETED", "CANCELLED"}, states
+    history = project.runtime().ledger.history("staging", 10)
+    assert [d["strategy"] for d in history].count("rollback") == 1, "the storm rolled back only once"
+    assert project.get("/").headers["x-release"] == "demo:v1"
     assert "firing alert TurnoutHighErrorRate for staging" in (tmp_path / "receiver.log").read_text()

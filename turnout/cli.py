@@ -252,6 +252,29 @@ def recover(environment, config_dir, as_json, verbose) -> None:
     _run_flow("flows.recover", dict(environment=environment, config_dir=config_dir), as_json, verbose)
 
 
+@cli.command()
+@_env_opt
+@_dir_opt
+@click.option("--backup-before/--no-backup-before", default=None,
+              help="Back up (and prove the backup) before migrating (default [database] backup_before; on in production).")
+@click.option("--dry-run", is_flag=True, help="Apply to a scratch copy restored from a proved backup; report; touch nothing live.")
+@click.option("--verify", is_flag=True, help="After migrating: head reached, live slot ready, untouched tables unchanged.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="Show Prefect's own log lines too.")
+def migrate(environment, config_dir, backup_before, dry_run, verify, as_json, verbose) -> None:
+    """Migrate ENV's database to its Alembic head: lint, proved backup, online apply, put back on failure."""
+    from turnout.runtime import open_runtime
+
+    rt = open_runtime(environment, config_dir)
+    from flows.migrate import open_database
+
+    open_database(rt)  # exit 2 before Prefect starts: no [database], no Alembic project, a URL that does not connect
+    rt.ledger.ensure_unlocked(environment)
+    rt.close()
+    _run_flow("flows.migrate", dict(environment=environment, config_dir=config_dir, backup_before=backup_before,
+                                    dry_run_only=dry_run, verify=verify), as_json, verbose)
+
+
 @cli.command("alert-receiver")
 @click.option("--listen", default="127.0.0.1:9099", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--prefect-api-url", envvar="PREFECT_API_URL", default=None,

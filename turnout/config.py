@@ -27,6 +27,7 @@ __all__ = [
     "CanaryConfig",
     "ThresholdsConfig",
     "RollbackConfig",
+    "DatabaseConfig",
     "Environment",
     "config_dir",
     "load_environment",
@@ -138,6 +139,51 @@ class RollbackConfig(BaseModel):
     lock_wait: float = Field(60.0, ge=0, description="Seconds `turnout rollback` waits for a running deployment")
 
 
+CONTRACT_RULES = ["ban-drop-column", "ban-drop-table", "ban-drop-database", "renaming-column", "renaming-table",
+                  "changing-column-type", "adding-required-field", "adding-not-nullable-field"]
+
+
+class DatabaseConfig(BaseModel):
+    """`[database]`: the application's database and its Alembic migrations (turnout migrate).
+
+    The URL is never written in the file: `url_env` names an environment variable holding it, or
+    `secret_block` a Prefect Secret block. `default_url` is only for credential-free embedded
+    databases (SQLite): a URL with a password there is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url_env: str | None = Field(None, description="Environment variable holding the SQLAlchemy URL")
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the URL")
+    default_url: str | None = Field(None, description="A credential-free URL (SQLite) when neither is set")
+    alembic_ini: str | None = Field(None, description="Path to the application's alembic.ini")
+    script_location: str | None = Field(None, description="Or: the Alembic script directory")
+    backup_before: bool | None = Field(None, description="Back up before migrating (default: on in production)")
+    backup_dir: str = Field("backups", description="Under the state directory")
+    retention: int = Field(5, ge=1, description="Backups kept per environment")
+    restore_jobs: int = Field(2, ge=1, le=32, description="pg_restore -j for the proof and restores")
+    lock_timeout: float = Field(1.0, gt=0, description="Seconds a migration statement may wait for a lock")
+    statement_timeout: float = Field(30.0, gt=0, description="Seconds a migration statement may run")
+    lock_retries: int = Field(5, ge=0, description="Retries after a lock timeout (SQLSTATE 55P03)")
+    retry_backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each time")
+    contract_rules: list[str] = Field(default_factory=lambda: list(CONTRACT_RULES),
+                                      description="squawk rules that make a migration a contract")
+    lint_errors: list[str] = Field(default_factory=list, description="squawk rules that refuse a migration")
+    lint_exclude: list[str] = Field(default_factory=lambda: ["require-lock-timeout", "require-statement-timeout"],
+                                    description="squawk rules not run (turnout sets both timeouts itself)")
+
+    @model_validator(mode="after")
+    def _sources(self) -> "DatabaseConfig":
+        if not (self.url_env or self.secret_block or self.default_url):
+            raise ValueError("set url_env (an environment variable holding the URL), secret_block, or default_url")
+        if self.default_url and "@" in self.default_url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("default_url must not carry credentials: put the URL in an environment variable "
+                             "(url_env) or a Prefect Secret block (secret_block)")
+        if not (self.alembic_ini or self.script_location):
+            raise ValueError("set alembic_ini or script_location (the application's Alembic project)")
+        return self
+
+
 class Environment(BaseModel):
     """One environment file, validated. `root` is the project root relative paths resolve against."""
 
@@ -155,7 +201,7 @@ class Environment(BaseModel):
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     gates: list[PluginTable] = Field(default_factory=list)
     notifiers: list[PluginTable] = Field(default_factory=list)
-    database: dict[str, Any] | None = None
+    database: DatabaseConfig | None = None
     root: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("name")

@@ -10,7 +10,7 @@ from turnout.report import render_markdown
 __all__ = ["DeploymentFailed", "finish", "EXIT_BY_OUTCOME"]
 
 EXIT_BY_OUTCOME = {"promoted": EXIT_OK, "aborted": EXIT_ABORTED, "rolled-back": EXIT_ABORTED, "failed": EXIT_UNSAFE,
-                   "dry-run": EXIT_OK, "recovered": EXIT_OK}
+                   "dry-run": EXIT_OK, "recovered": EXIT_OK, "migrated": EXIT_OK}
 
 
 class DeploymentFailed(Exception):

@@ -1,0 +1,173 @@
+"""The migrate flow: plan, lint (expand/contract), proved backup, dry run, online apply, put back, verify.
+
+    plan (current → head, each migration's SQL offline) ─► lint gate (squawk; contract refused while the
+    old release takes traffic) ─► backup + proof (restore into scratch, compare) ─► [--dry-run: apply to
+    the scratch copy, report, stop] ─► apply (lock_timeout, statement_timeout, retry on 55P03, one
+    transaction per migration) ─► on failure: downgrade (reversible expand) or restore the backup, proved
+    ─► [--verify: head reached, live slot ready, untouched tables unchanged] ─► prune old backups
+
+Exit codes: 0 migrated (or nothing to do, or a dry run), 1 refused or failed with the database put back
+and proved equal, 2 bad input (no [database], a URL that does not connect, no Alembic project), 3 the
+database could not be put back: a human is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows._steps import run_flow
+from tasks.database import (apply_pending, backup_database, dry_run, lint_migrations, plan_migrations, prune_backups,
+                            put_back, verify_database)
+from turnout.database.project import AlembicProject
+from turnout.database.snapshot import engine_for
+from turnout.database.url import redact, resolve_url, scrub
+from turnout.errors import EXIT_OK, ConfigError
+from turnout.models import SLOTS
+from turnout.outcome import finish
+from turnout.runtime import Runtime, open_runtime
+
+__all__ = ["migrate", "run", "open_database", "old_release_takes_traffic"]
+
+
+def open_database(rt: Runtime) -> tuple[str, AlembicProject]:
+    """The URL (checked: it connects) and the Alembic project, or ConfigError saying what is wrong."""
+    cfg = rt.environment.database
+    if cfg is None:
+        raise ConfigError(f"deployments/{rt.name}.toml has no [database] table: nothing to migrate")
+    url = resolve_url(cfg, rt.name)
+    project = AlembicProject(rt.environment, cfg)
+    try:
+        with engine_for(url).connect():
+            pass
+    except Exception as e:
+        reason = scrub(str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__, url)
+        raise ConfigError(f"cannot connect to the database {redact(url)}: {reason}") from None
+    return url, project
+
+
+def old_release_takes_traffic(rt: Runtime) -> str | None:
+    """Why a contract migration would break a live release now (None when only one release can be live)."""
+    split = rt.router.get_split()
+    if split and len(split.live_slots()) > 1:
+        return f"traffic is split ({split}): a canary is in progress"
+    state = rt.ledger.environment_state(rt.name)
+    for slot in SLOTS:
+        if state["slots"].get(slot, {}).get("state") == "warm" and rt.target.status(slot).running:
+            return (f"slot {slot} still runs {state['slots'][slot].get('release')} warm for a rollback; "
+                    "retire it first (the next deployment's watch does, or stop it)")
+    return None
+
+
+@flow(name="migrate", validate_parameters=True)
+async def migrate(
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
+    config_dir: str | None = None,
+    backup_before: bool | None = None,
+    dry_run_only: bool = False,
+    verify: bool = False,
+    old_release_live: str | None = None,
+) -> dict[str, Any]:
+    """Migrate `environment`'s database to its Alembic head, safely; returns the outcome.
+
+    `backup_before`: default `[database] backup_before`, else on for `production`. `old_release_live`:
+    set by the deployment flows when the old release still takes traffic (a contract is then refused);
+    None works it out from the router and the ledger.
+    """
+    logger = get_run_logger()
+    rt = open_runtime(environment, config_dir)
+    try:
+        cfg = rt.environment.database
+        url, project = open_database(rt)
+        plan = plan_migrations(rt, url, project)
+        if not plan.pending:
+            logger.info("the database is at the head %s: nothing to migrate", plan.head)
+            return {"outcome": "up-to-date", "environment": environment, "exit_code": EXIT_OK,
+                    "reason": f"the database {redact(url)} is at the head revision {plan.head}"}
+        why_live = old_release_live or old_release_takes_traffic(rt)
+        backup_on = cfg.backup_before if backup_before is None and cfg.backup_before is not None else \
+            (backup_before if backup_before is not None else environment == "production")
+        lock = rt.ledger.acquire_lock(environment, purpose="migrate")
+        try:
+            dep = rt.ledger.start_deployment(environment, "migrate", f"db@{plan.head}", from_release=f"db@{plan.current}",
+                                             options={"database": redact(url), "plan": plan.as_dict(),
+                                                      "backup_before": backup_on, "dry_run": dry_run_only})
+            rt.ledger.attach_lock(environment, dep)
+            rt.emit("deployment.started", dep, release=f"db@{plan.head}",
+                    message=f"migrate {redact(url)}: {plan.current or 'empty'} -> {plan.head} "
+                            f"({len(plan.pending)} migration(s))")
+            return _migrate(rt, dep, url, project, plan, backup_on, dry_run_only, verify, why_live)
+        finally:
+            rt.ledger.release_lock(environment)
+            del lock
+    finally:
+        rt.close()
+
+
+def _migrate(rt: Runtime, dep: int, url: str, project: AlembicProject, plan, backup_on: bool, dry: bool,
+             verify: bool, why_live: str | None) -> dict[str, Any]:
+    cfg = rt.environment.database
+    lints = lint_migrations(rt, dep, plan, cfg)
+    refused = [f"migration {x.revision}: {f.rule} ({f.message}) in `{f.statement}`" for x in lints for f in x.errors]
+    if refused:
+        return finish(rt, dep, "aborted", "refused by the lint: " + "; ".join(refused) + "; nothing applied")
+    contracts = [x for x in lints if x.kind == "contract"]
+    if contracts and why_live:
+        first = contracts[0]
+        bad = next(f for f in first.findings if f.level == "contract")
+        return finish(rt, dep, "aborted",
+                      f"migration {first.revision} is a contract migration ({bad.rule}: `{bad.statement}`) and the old "
+                      f"release still takes traffic ({why_live}); run it as a follow-up once the old slot is retired. "
+                      "Nothing applied")
+    backup = scratch = None
+    if backup_on or dry:
+        try:
+            backup, scratch = backup_database(rt, dep, url, cfg, plan.current, keep_scratch=dry)
+        except Exception as e:
+            return finish(rt, dep, "aborted", f"the backup could not be proved, so nothing was migrated: "
+                                              f"{scrub(str(e), url)}")
+    if dry:
+        try:
+            report = dry_run(rt, dep, scratch, project, cfg)
+        finally:
+            scratch.drop()
+        text = "; ".join(report["changes"]) or "no schema change"
+        outcome = {"outcome": "dry-run", "environment": rt.name, "exit_code": EXIT_OK if report["succeeded"] else 1,
+                   "reason": (f"on a scratch copy: {report['from']} -> {report['to']} in {report['seconds']:.2f}s: "
+                              f"{text}" if report["succeeded"] else f"on a scratch copy the migrations failed: {report['error']}")
+                   + "; the live database was not touched", "dry_run": report}
+        rt.ledger.finish_deployment(dep, "dry-run", outcome["reason"])
+        return outcome
+    result = apply_pending(rt, dep, url, project, cfg)
+    if not result.ok:
+        how, diffs = put_back(rt, dep, url, project, cfg, result, lints, backup)
+        stopped = f"migration failed at revision {result.end or 'base'}: {result.error}"
+        if result.sqlstate == "55P03":
+            stopped = (f"a lock was still held after {len(result.attempts)} attempt(s) with lock_timeout "
+                       f"{cfg.lock_timeout:g}s: {result.error}")
+        if how == "stuck" or diffs:
+            return finish(rt, dep, "failed", f"{stopped}; the database could not be put back "
+                          f"({how}: {'; '.join(diffs[:3])}); a human is needed")
+        said = {"untouched": "the database was untouched", "downgraded": f"downgraded back to {result.start}",
+                "restored": "restored from the proved backup"}[how]
+        return finish(rt, dep, "aborted", f"{stopped}; {said}" + (", compared equal" if backup else ""))
+    notes = [f"migrated {result.start or 'empty'} -> {result.end} in {result.seconds:.2f}s"
+             + (f" after {len(result.attempts)} attempts" if len(result.attempts) > 1 else "")]
+    if backup:
+        notes.append(f"backup {backup.path.name} (proved)")
+    if verify:
+        problems = verify_database(rt, dep, url, project, plan, backup)
+        if problems:
+            return finish(rt, dep, "failed", "; ".join(notes) + "; verification failed: " + "; ".join(problems))
+        notes.append("verified")
+    removed = prune_backups(rt, cfg)
+    if removed:
+        notes.append(f"{len(removed)} old backup(s) pruned")
+    return finish(rt, dep, "migrated", "; ".join(notes), succeeded=True)
+
+
+def run(**params: Any) -> dict[str, Any]:
+    """Run the flow and return its outcome (for the CLI)."""
+    return run_flow(migrate, **params)
