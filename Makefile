@@ -57,6 +57,7 @@ bench: install nginx
 	$(BIN)/python bench/orchestration_overhead.py
 	$(BIN)/python bench/canary_detection.py
 	$(BIN)/python bench/rollback_time.py
+	$(BIN)/python bench/backup_restore.py
 
 # Operator targets: make deploy-staging IMAGE=demo:v2
 deploy-staging: install

@@ -85,6 +85,8 @@ def start_and_gate(rt: Runtime, dep: int, plan: BlueGreenPlan, health_timeout: f
     verdicts = run_gates(rt, dep, Phase.PRE_DEPLOY, new, release, [])
     if verdicts and not verdicts[-1].passed:
         finish(rt, dep, "aborted", f"pre-deploy gate {verdicts[-1].gate}: {verdicts[-1].reason}", plan)
+    if rt.environment.database is not None:
+        _migrate_before_start(rt, dep, plan)
     try:
         urls = start_release(rt, dep, new, release)
     except TurnoutError as e:
@@ -94,6 +96,19 @@ def start_and_gate(rt: Runtime, dep: int, plan: BlueGreenPlan, health_timeout: f
     if not verdicts[-1].passed:
         abort_before_switch(rt, dep, plan, f"pre-traffic gate {verdicts[-1].gate}: {verdicts[-1].reason}")
     return urls
+
+
+def _migrate_before_start(rt: Runtime, dep: int, plan: BlueGreenPlan) -> None:
+    """Expand migrations before the new release starts (the old one keeps working with them); a contract
+    one waits for the old slot to be retired. A refused or failed migration aborts with traffic untouched."""
+    from flows.migrate import migrate_database
+
+    live = f"{plan.live_release} in slot {plan.live_slot} serves until the switch" if plan.live_slot else None
+    out = migrate_database(rt, phase="expand" if live else "all", why_live=live)
+    rt.emit("phase.started", dep, phase="migrate", release=plan.release, message=f"database: {out['reason']}")
+    if out["outcome"] not in ("migrated", "up-to-date"):
+        finish(rt, dep, "failed" if out["exit_code"] == 3 else "aborted",
+               f"database migration before the start: {out['reason']}; traffic untouched", plan)
 
 
 def shift_or_abort(rt: Runtime, dep: int, plan: BlueGreenPlan, split: Split, phase: str = "switch") -> None:
@@ -166,6 +181,7 @@ def promote(rt: Runtime, dep: int, plan: BlueGreenPlan, urls: list[str], keep_ol
         notes.append("watch skipped")
     if known_good:
         rt.ledger.set_last_known_good(rt.name, release)
+    retired = False
     if old:
         st = rt.target.status(old)
         if not st.running:
@@ -176,17 +192,29 @@ def promote(rt: Runtime, dep: int, plan: BlueGreenPlan, urls: list[str], keep_ol
                          + ("(--keep-old)" if keep_old else "(the watch could not judge the new release)"))
         else:
             stop_slot(rt, dep, old, why="retired after promotion")
+            retired = True
+    if rt.environment.database is not None:
+        if retired or not old:
+            from flows.migrate import migrate_database
+
+            out = migrate_database(rt, phase="contract")
+            notes.append(f"database after the watch: {out['reason']}")
+        else:
+            notes.append("contract migrations (if any) wait: the old slot still runs")
     get_run_logger().info("promoted %s in slot %s", release, new)
     return finish(rt, dep, "promoted", "; ".join(notes), plan)
 
 
 def restore_traffic(rt: Runtime, dep: int, *, bad_slot: str, bad_release: str | None, good_slot: str,
                     good_release: str, why: str, evidence: dict[str, Any] | None = None, start: bool | None = None,
-                    health_timeout: float | None = None) -> tuple[str, str, str]:
+                    health_timeout: float | None = None,
+                    before_shift: Callable[[], str] | None = None) -> tuple[str, str, str]:
     """Roll back: snapshot the bad slot, (re)start the good release if needed, 100% to it, verify, check it.
 
     Returns (status, reason, report markdown): `rolled-back`, or `failed` when the good release cannot
     take the traffic (it fails its health check: traffic stays where it was, a human is needed).
+    `before_shift` (the database restore a rollback needs) runs once the good release is up; it returns
+    a sentence for the report, or raises to stop the rollback with traffic where it was.
     """
     incident = snapshot_slot(rt, dep, bad_slot, bad_release, why, evidence)
     extra = f"## Incident\n\nWhat slot {bad_slot} ({bad_release}) left behind: `{incident}`\n"
@@ -209,6 +237,12 @@ def restore_traffic(rt: Runtime, dep: int, *, bad_slot: str, bad_release: str | 
             rt.ledger.set_slot(rt.name, good_slot, state="failed")
             return "failed", (f"{why}; {good_release} failed its health check in slot {good_slot} "
                               f"({verdicts[-1].reason}); traffic stays on {bad_slot}, a human is needed"), extra
+    if before_shift is not None:
+        try:
+            extra += f"\n## Database\n\n{before_shift()}\n"
+        except Exception as e:
+            return "failed", f"{why}; the database restore failed: {e}; traffic stays on {bad_slot}, a human is needed", \
+                extra
     try:
         shift_traffic(rt, dep, Split.all_to(good_slot), phase="rollback")
     except TurnoutError as e:

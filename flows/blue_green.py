@@ -51,6 +51,10 @@ async def blue_green(
     validate_release(image)
     rt = open_runtime(environment, config_dir)
     try:
+        if rt.environment.database is not None:
+            from flows.migrate import open_database
+
+            open_database(rt)  # no Alembic project or a database that does not answer: exit 2, nothing touched
         if dry_run:
             plan = plan_blue_green(rt, image)
             logger.info("dry run, nothing changed:\n%s", plan.render())

@@ -52,6 +52,10 @@ async def canary(
     validate_release(image)
     rt = open_runtime(environment, config_dir)
     try:
+        if rt.environment.database is not None:
+            from flows.migrate import open_database
+
+            open_database(rt)  # no Alembic project or a database that does not answer: exit 2, nothing touched
         cfg = rt.environment.canary.override(ramp_stages, duration, interval)
         provider = rt.metrics_provider()
         if rt.router.get_split() is None:

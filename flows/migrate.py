@@ -26,10 +26,10 @@ from turnout.database.snapshot import engine_for
 from turnout.database.url import redact, resolve_url, scrub
 from turnout.errors import EXIT_OK, ConfigError
 from turnout.models import SLOTS
-from turnout.outcome import finish
+from turnout.outcome import DeploymentFailed, finish
 from turnout.runtime import Runtime, open_runtime
 
-__all__ = ["migrate", "run", "open_database", "old_release_takes_traffic"]
+__all__ = ["migrate", "migrate_database", "run", "open_database", "old_release_takes_traffic"]
 
 
 def open_database(rt: Runtime) -> tuple[str, AlembicProject]:
@@ -68,42 +68,68 @@ async def migrate(
     backup_before: bool | None = None,
     dry_run_only: bool = False,
     verify: bool = False,
-    old_release_live: str | None = None,
 ) -> dict[str, Any]:
-    """Migrate `environment`'s database to its Alembic head, safely; returns the outcome.
-
-    `backup_before`: default `[database] backup_before`, else on for `production`. `old_release_live`:
-    set by the deployment flows when the old release still takes traffic (a contract is then refused);
-    None works it out from the router and the ledger.
-    """
-    logger = get_run_logger()
+    """Migrate `environment`'s database to its Alembic head, safely, under the environment's lock."""
     rt = open_runtime(environment, config_dir)
     try:
-        cfg = rt.environment.database
-        url, project = open_database(rt)
-        plan = plan_migrations(rt, url, project)
-        if not plan.pending:
-            logger.info("the database is at the head %s: nothing to migrate", plan.head)
-            return {"outcome": "up-to-date", "environment": environment, "exit_code": EXIT_OK,
-                    "reason": f"the database {redact(url)} is at the head revision {plan.head}"}
-        why_live = old_release_live or old_release_takes_traffic(rt)
-        backup_on = cfg.backup_before if backup_before is None and cfg.backup_before is not None else \
-            (backup_before if backup_before is not None else environment == "production")
-        lock = rt.ledger.acquire_lock(environment, purpose="migrate")
+        rt.ledger.acquire_lock(environment, purpose="migrate")
         try:
-            dep = rt.ledger.start_deployment(environment, "migrate", f"db@{plan.head}", from_release=f"db@{plan.current}",
-                                             options={"database": redact(url), "plan": plan.as_dict(),
-                                                      "backup_before": backup_on, "dry_run": dry_run_only})
-            rt.ledger.attach_lock(environment, dep)
-            rt.emit("deployment.started", dep, release=f"db@{plan.head}",
-                    message=f"migrate {redact(url)}: {plan.current or 'empty'} -> {plan.head} "
-                            f"({len(plan.pending)} migration(s))")
-            return _migrate(rt, dep, url, project, plan, backup_on, dry_run_only, verify, why_live)
+            return migrate_database(rt, backup_before=backup_before, dry=dry_run_only, verify=verify)
         finally:
             rt.ledger.release_lock(environment)
-            del lock
     finally:
         rt.close()
+
+
+def migrate_database(rt: Runtime, *, backup_before: bool | None = None, dry: bool = False, verify: bool = False,
+                     why_live: str | None = None, phase: str = "all") -> dict[str, Any]:
+    """The migration itself, for the migrate flow and the deployment flows (the caller holds the lock).
+
+    `phase`: `all`; `expand` (a deployment before its new release starts: the pending migrations up to
+    the first contract one; the rest waits); `contract` (after a promotion's watch retired the old slot).
+    Returns the outcome dict; never raises for a refused or failed migration.
+    """
+    logger = get_run_logger()
+    cfg = rt.environment.database
+    url, project = open_database(rt)
+    plan = plan_migrations(rt, url, project)
+    if phase == "expand":
+        plan = _until_first_contract(plan, cfg)
+    if not plan.pending:
+        logger.info("the database is at %s: nothing to migrate now", plan.current)
+        deferred = plan.head != project.head
+        return {"outcome": "up-to-date", "environment": rt.name, "exit_code": EXIT_OK,
+                "reason": f"the database {redact(url)} is at {plan.current}"
+                          + (f"; the contract migrations up to {project.head} wait until the old release is retired"
+                             if deferred else " (the head)")}
+    why_live = why_live or old_release_takes_traffic(rt)
+    backup_on = cfg.backup_before if backup_before is None and cfg.backup_before is not None else \
+        (backup_before if backup_before is not None else rt.name == "production")
+    dep = rt.ledger.start_deployment(rt.name, "migrate", f"db@{plan.head}", from_release=f"db@{plan.current}",
+                                     options={"database": redact(url), "plan": plan.as_dict(), "phase": phase,
+                                              "backup_before": backup_on, "dry_run": dry})
+    if phase == "all":
+        rt.ledger.attach_lock(rt.name, dep)
+    rt.emit("deployment.started", dep, release=f"db@{plan.head}",
+            message=f"migrate {redact(url)}: {plan.current or 'empty'} -> {plan.head} ({len(plan.pending)} migration(s))")
+    try:
+        return _migrate(rt, dep, url, project, plan, backup_on, dry, verify, why_live)
+    except DeploymentFailed as e:
+        return e.outcome
+
+
+def _until_first_contract(plan, cfg) -> Any:
+    """The plan cut before its first contract migration (what may run while the old release is live)."""
+    from tasks.database import MigrationPlan
+    from turnout.database.lint import lint_sql
+
+    keep = []
+    for r in plan.pending:
+        if lint_sql(r.id, r.message, plan.sql[r.id], cfg).kind == "contract":
+            break
+        keep.append(r)
+    head = keep[-1].id if keep else plan.current
+    return MigrationPlan(plan.current, head or "base", keep, {r.id: plan.sql[r.id] for r in keep})
 
 
 def _migrate(rt: Runtime, dep: int, url: str, project: AlembicProject, plan, backup_on: bool, dry: bool,
@@ -130,17 +156,18 @@ def _migrate(rt: Runtime, dep: int, url: str, project: AlembicProject, plan, bac
                                               f"{scrub(str(e), url)}")
     if dry:
         try:
-            report = dry_run(rt, dep, scratch, project, cfg)
+            report = dry_run(rt, dep, scratch, project, cfg, plan.head)
         finally:
             scratch.drop()
         text = "; ".join(report["changes"]) or "no schema change"
         outcome = {"outcome": "dry-run", "environment": rt.name, "exit_code": EXIT_OK if report["succeeded"] else 1,
-                   "reason": (f"on a scratch copy: {report['from']} -> {report['to']} in {report['seconds']:.2f}s: "
+                   "reason": (f"on a scratch copy: {report['from'] or 'empty'} -> {report['to']} in "
+                              f"{report['seconds']:.2f}s: "
                               f"{text}" if report["succeeded"] else f"on a scratch copy the migrations failed: {report['error']}")
                    + "; the live database was not touched", "dry_run": report}
         rt.ledger.finish_deployment(dep, "dry-run", outcome["reason"])
         return outcome
-    result = apply_pending(rt, dep, url, project, cfg)
+    result = apply_pending(rt, dep, url, project, cfg, plan.head)
     if not result.ok:
         how, diffs = put_back(rt, dep, url, project, cfg, result, lints, backup)
         stopped = f"migration failed at revision {result.end or 'base'}: {result.error}"

@@ -145,15 +145,34 @@ def _roll_back(rt: Runtime, rollback_to: str | None, preserve_data: bool, notify
         status, why, extra = restore_traffic(
             rt, dep, bad_slot=plan.live_slot, bad_release=plan.live_release, good_slot=plan.idle_slot,
             good_release=plan.release, why=reason, start=not plan.use_warm,
-            evidence={"plan": plan.as_dict()})
+            evidence={"plan": plan.as_dict()},
+            before_shift=(lambda: _restore_database(rt, dep, plan)) if plan.restore_from else None)
     except Exception as e:  # never leave the rollback "running"
         get_run_logger().exception("unexpected error in rollback #%s", dep)
         status, why, extra = "failed", f"{reason}; unexpected error: {type(e).__name__}: {e}", ""
-    extra += f"\n## Database\n\n{plan.data}\n"
+    if not plan.restore_from:
+        extra += f"\n## Database\n\n{plan.data}\n"
     if notify or status != "rolled-back":
         rt.emit("rollback.finished", dep, release=plan.release, urgent=True,
                 message=f"rollback {status}: {why}", data={"outcome": status})
     return finish(rt, dep, status, why, plan, succeeded=status == "rolled-back", extra=extra)
+
+
+def _restore_database(rt: Runtime, dep: int, plan) -> str:
+    """Restore the backup taken before the contract migration, and prove it; the sentence for the report."""
+    from flows.migrate import open_database
+    from turnout.database.backup import Backup, restore_backup
+    from turnout.errors import BackendError
+
+    url, _ = open_database(rt)
+    backup = Backup.from_dict(plan.restore_from)
+    action = rt.ledger.intent(dep, "rollback", "restore-database", backup=str(backup.path), why=plan.data)
+    diffs = restore_backup(url, backup)
+    rt.ledger.result(action, not diffs, differences=diffs)
+    if diffs:
+        raise BackendError(f"the database was restored from {backup.path.name} but differs: {'; '.join(diffs[:3])}")
+    rt.emit("phase.started", dep, phase="rollback", message=f"database restored from {backup.path.name}, compared equal")
+    return f"{plan.data}; restored and compared equal"
 
 
 def run(**params: Any) -> dict[str, Any]:

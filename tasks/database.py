@@ -96,11 +96,11 @@ def backup_database(rt: Runtime, dep: int, url: str, cfg: DatabaseConfig, revisi
 
 
 @task(name="dry-run-migrations", cache_policy=NO_CACHE)
-def dry_run(rt: Runtime, dep: int, scratch: ScratchDatabase, project: AlembicProject, cfg: DatabaseConfig
-            ) -> dict[str, Any]:
+def dry_run(rt: Runtime, dep: int, scratch: ScratchDatabase, project: AlembicProject, cfg: DatabaseConfig,
+            target: str) -> dict[str, Any]:
     """Apply the pending migrations to the scratch copy only; report what changed and how long it took."""
     before = _schema(scratch.url)
-    result = apply_migrations(scratch.url, project, cfg)
+    result = apply_migrations(scratch.url, project, cfg, target)
     after = _schema(scratch.url)
     report = {"succeeded": result.ok, "seconds": result.seconds, "from": result.start, "to": result.end,
               "error": result.error, "changes": _schema_changes(before, after)}
@@ -126,10 +126,11 @@ def _schema_changes(before: dict[str, set[str]], after: dict[str, set[str]]) -> 
 
 
 @task(name="apply-migrations", cache_policy=NO_CACHE)
-def apply_pending(rt: Runtime, dep: int, url: str, project: AlembicProject, cfg: DatabaseConfig) -> ApplyResult:
+def apply_pending(rt: Runtime, dep: int, url: str, project: AlembicProject, cfg: DatabaseConfig,
+                  target: str) -> ApplyResult:
     """Apply with lock_timeout/statement_timeout, retrying on lock timeouts; the result, never an exception."""
     logger = get_run_logger()
-    action = rt.ledger.intent(dep, "apply", "apply-migrations", target=project.head,
+    action = rt.ledger.intent(dep, "apply", "apply-migrations", target=target,
                               lock_timeout=cfg.lock_timeout, statement_timeout=cfg.statement_timeout,
                               lock_retries=cfg.lock_retries)
 
@@ -137,7 +138,7 @@ def apply_pending(rt: Runtime, dep: int, url: str, project: AlembicProject, cfg:
         rt.emit("phase.started", dep, phase="apply",
                 message=f"attempt {record['attempt']} stopped at revision {record['at_revision']}: "
                         f"{record['error']}" + (" (lock timeout: retrying)" if record["sqlstate"] == "55P03" else ""))
-    result = apply_migrations(url, project, cfg, on_attempt=attempt)
+    result = apply_migrations(url, project, cfg, target, on_attempt=attempt)
     rt.ledger.result(action, result.ok, **result.as_dict())
     logger.info("migrations %s -> %s: %s", result.start, result.end, "ok" if result.ok else result.error)
     return result
@@ -196,8 +197,8 @@ def verify_database(rt: Runtime, dep: int, url: str, project: AlembicProject, pl
     problems = []
     with engine_for(url).connect() as conn:
         now = project.current(conn)
-    if now != project.head:
-        problems.append(f"the database is at {now}, not the head {project.head}")
+    if now != plan.head:
+        problems.append(f"the database is at {now}, not {plan.head}")
     split = rt.router.get_split()
     for slot in (split.live_slots() if split else []):
         urls = [f"http://{a}" for a in rt.target.endpoints(slot)]

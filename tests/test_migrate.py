@@ -238,3 +238,53 @@ def _no_leftover_env():
     yield
     os.environ.pop("APP_DATABASE_URL", None)
 
+
+
+@pytest.fixture
+def deployed(project, database):
+    """demo:v1 live with the database at 0001 and 200 items."""
+    require("nginx")
+    assert project.deploy("demo:v1")["outcome"] == "promoted"  # before the service had a database
+    use_database(project, database)
+    seed(project, database)
+    return project, database
+
+
+def test_a_deployment_runs_expand_before_the_start_and_contract_after_retiring_the_old_slot(deployed):
+    p, db = deployed
+    out = p.deploy("demo:v2")
+    assert out["outcome"] == "promoted", out
+    assert "database after the watch: migrated 0002 -> 0003" in out["reason"], out["reason"]
+    assert revision(db) == "0003"
+    migrations = [d for d in p.runtime().ledger.history("staging", 10) if d["strategy"] == "migrate"]
+    assert [(d["from_release"], d["release"]) for d in migrations] == [("db@0002", "db@0003"), ("db@0001", "db@0002")]
+
+
+def test_with_the_old_slot_kept_the_contract_migration_waits(deployed):
+    p, db = deployed
+    out = p.deploy("demo:v2", keep_old=True)
+    assert out["outcome"] == "promoted" and "contract migrations (if any) wait" in out["reason"], out
+    assert revision(db) == "0002"
+
+
+def test_a_rollback_across_a_contract_migration_restores_its_backup(deployed):
+    p, db = deployed
+    assert p.deploy("demo:v2")["outcome"] == "promoted"
+    assert revision(db) == "0003"
+    r = p.cli("rollback", "-e", "staging", "--dry-run")
+    assert "contract migration 0003 ran after demo:v1 was live" in r.stdout, r.stdout
+    r = p.cli("rollback", "-e", "staging", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert revision(db) == "0002", "back to the schema demo:v1 ran with"
+    with create_engine(db, poolclass=NullPool).connect() as c:
+        assert c.execute(text("SELECT count(legacy_code) FROM items")).scalar() == 200
+    assert p.get("/").headers["x-release"] == "demo:v1"
+    assert PASSWORD not in everything_turnout_wrote(p, r.stdout, r.stderr)
+
+
+def test_preserve_data_rolls_back_without_touching_the_database(deployed):
+    p, db = deployed
+    assert p.deploy("demo:v2")["outcome"] == "promoted"
+    r = p.cli("rollback", "-e", "staging", "--preserve-data")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert revision(db) == "0003" and p.get("/").headers["x-release"] == "demo:v1"

@@ -198,9 +198,42 @@ def run_demo(keep: bool = False, max_requests: int = 20000) -> int:
     click.echo(f"   traffic now: {rt.router.get_split()} serving {_serving(url)}")
     ok &= out["outcome"] == "rolled-back" and _serving(url) == "demo:v2"
 
-    _say("8. the ledger")
-    for d in rt.ledger.history("demo", 8):
-        click.echo(f"   #{d['id']} {d['strategy']:<10} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot']:<5} "
+    _say("8. database migrations on the embedded SQLite default: lint, proved backup, dry run, apply, verify")
+    env_file = cdir / "demo.toml"
+    env_file.write_text(env_file.read_text() + f'\n[database]\ndefault_url = "sqlite:///{state_root / "state" / "app.db"}"\n'
+                        f'alembic_ini = "{app / "alembic.ini"}"\nbackup_before = true\n')
+    from sqlalchemy import create_engine, text
+
+    from flows import migrate
+    from turnout.config import load_environment
+    from turnout.database.apply import apply_migrations
+    from turnout.database.project import AlembicProject
+
+    env = load_environment("demo", cdir)  # the database demo:v1 created: revision 0001 and 1000 items
+    app_db = f"sqlite:///{state_root / 'state' / 'app.db'}"
+    apply_migrations(app_db, AlembicProject(env, env.database), env.database, target="0001")
+    with create_engine(app_db).begin() as c:
+        c.execute(text("INSERT INTO items (name, legacy_code) VALUES " + ", ".join(
+            f"('item {i}', 'L{i}')" for i in range(1000))))
+    click.echo("   the database is at 0001 with 1000 items")
+    out = migrate.run(environment="demo", config_dir=str(cdir), dry_run_only=True)
+    click.echo(f"   dry run -> {out['reason']}")
+    out = migrate.run(environment="demo", config_dir=str(cdir), verify=True)
+    click.echo(f"   -> {out['outcome']}: {out['reason']}")
+    dep = rt.ledger.deployment(out["deployment_id"]) if out.get("deployment_id") else {"actions": []}
+    for a in dep["actions"]:
+        if a["name"] == "lint-migrations":
+            for x in a["result"]["lints"]:
+                click.echo(f"   {x['revision']} {x['kind']:<8} {x['message'][:70]}")
+        if a["name"] == "backup-database":
+            b = a["result"]
+            click.echo(f"   backup {Path(b['path']).name}: proved by a restore into a scratch copy "
+                       f"({b['proof']['tables']} tables, {b['proof']['rows']} rows, equal)")
+    ok &= out["outcome"] == "migrated"
+
+    _say("9. the ledger")
+    for d in rt.ledger.history("demo", 10):
+        click.echo(f"   #{d['id']} {d['strategy']:<10} {d['release']:<9} {d['from_slot'] or '-':>5} -> {d['to_slot'] or '-':<5} "
                    f"{d['status']:<9} {d['reason'][:80]}")
 
     if keep:

@@ -386,6 +386,25 @@ class Ledger:
                                                       ReleaseRow.verdict == "good").order_by(ReleaseRow.at.desc()))
             return [r.release for r in rows]
 
+    def migrations_since(self, environment: str, since) -> list[dict[str, Any]]:
+        """Migrations that changed the database (status migrated) after `since`, oldest first, with actions."""
+        with self.session() as s:
+            ids = list(s.scalars(select(DeploymentRow.id).where(
+                DeploymentRow.environment == environment, DeploymentRow.strategy == "migrate",
+                DeploymentRow.status == "migrated", DeploymentRow.started_at >= since).order_by(DeploymentRow.id)))
+        return [self.deployment(i) for i in ids]
+
+    def last_promotion(self, environment: str, release: str) -> dict[str, Any] | None:
+        """The latest deployment that put `release` live (promoted, rolled back to, or recovered onto)."""
+        with self.session() as s:
+            rows = s.scalars(select(DeploymentRow).where(
+                DeploymentRow.environment == environment, DeploymentRow.release == release,
+                DeploymentRow.status.in_(("promoted", "rolled-back"))).order_by(DeploymentRow.id.desc()))
+            for row in rows:  # a deployment "rolled-back" carried a bad release; a rollback put its release live
+                if (row.strategy == "rollback") == (row.status == "rolled-back"):
+                    return _row_dict(row)
+            return None
+
     def ever_deployed(self, environment: str, release: str) -> bool:
         """True when any deployment in `environment` ever carried `release`."""
         with self.session() as s:
@@ -397,8 +416,12 @@ class Ledger:
         with self.session() as s:
             env = s.get(EnvironmentRow, environment)
             slots = {r.slot: _row_dict(r) for r in s.scalars(select(SlotRow).where(SlotRow.environment == environment))}
-            last = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.environment == environment)
+            last = s.scalars(  # the last run that moved traffic: migrations have their own line
+                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.strategy != "migrate")
+                .order_by(DeploymentRow.id.desc()).limit(1)
+            ).first()
+            migration = s.scalars(
+                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.strategy == "migrate")
                 .order_by(DeploymentRow.id.desc()).limit(1)
             ).first()
             lock = s.get(LockRow, environment)
@@ -413,6 +436,7 @@ class Ledger:
                 "last_known_good": env.last_known_good if env else None,
                 "last_known_good_at": env.last_known_good_at if env else None,
                 "last_deployment": _row_dict(last) if last else None,
+                "last_migration": _row_dict(migration) if migration else None,
                 "lock": _row_dict(lock) if lock else None,
             }
 

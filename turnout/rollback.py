@@ -12,6 +12,7 @@ A rollback with nothing to go back to is refused before anything is touched (exi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from turnout.errors import ConfigError, UnsafeState
@@ -29,10 +30,12 @@ class RollbackPlan(BlueGreenPlan):
     use_warm: bool = False
     why_target: str = ""
     data: str = ""
+    restore_from: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form for the ledger and the report."""
-        return {**super().as_dict(), "use_warm": self.use_warm, "why_target": self.why_target, "data": self.data}
+        return {**super().as_dict(), "use_warm": self.use_warm, "why_target": self.why_target, "data": self.data,
+                "restore_from": self.restore_from and self.restore_from["path"]}
 
     def render(self) -> str:
         """The plan as the operator reads it."""
@@ -54,16 +57,35 @@ class RollbackPlan(BlueGreenPlan):
         return "\n".join(lines)
 
 
-def data_decision(rt: Runtime, from_release: str | None, to_release: str, preserve_data: bool) -> str:
-    """Whether the database must be restored for this rollback, and why (one sentence)."""
+def data_decision(rt: Runtime, from_release: str | None, to_release: str, preserve_data: bool
+                  ) -> tuple[str, dict | None]:
+    """Whether the database must be restored for this rollback: (why, the backup's ledger record or None).
+
+    The migration rules: expand migrations need no restore (the older release works with the new
+    schema); a contract migration applied since `to_release` was last live does: the backup taken just
+    before it (proved when it was taken) is restored, unless `--preserve-data`.
+    """
     if rt.environment.database is None:
-        return "no [database] in this environment: nothing to restore"
-    if preserve_data:
-        return "--preserve-data: the database is left as it is"
-    # The migration flow records what each release migrated; until a release records a contract
-    # migration, its schema changes are expand-only and the older release works with them.
-    return (f"no contract migration recorded between {to_release} and {from_release}: "
-            "the older release works with the current schema, nothing to restore")
+        return "no [database] in this environment: nothing to restore", None
+    live = rt.ledger.last_promotion(rt.name, to_release)
+    since = live["started_at"] if live else None
+    migrations = rt.ledger.migrations_since(rt.name, since) if since else []
+    for m in migrations:
+        lint = next((a for a in m["actions"] if a["name"] == "lint-migrations"), None)
+        kinds = [x for x in (lint or {}).get("result", {}).get("lints", []) if x["kind"] == "contract"]
+        if not kinds:
+            continue
+        backup = next((a["result"] for a in m["actions"] if a["name"] == "backup-database" and a["state"] == "done"), None)
+        what = f"contract migration {kinds[0]['revision']} ran after {to_release} was live (migrate #{m['id']})"
+        if preserve_data:
+            return f"{what}; --preserve-data: the database is left as it is", None
+        if not backup:
+            return f"{what}, and no backup was taken before it: restore by hand", None
+        return f"{what}: restoring the backup taken just before it ({Path(backup['path']).name})", backup
+    if since is None:
+        return f"{to_release} has no recorded live period: the database is left as it is", None
+    return (f"{len(migrations)} migration(s) since {to_release} was live, none a contract: the older release works "
+            "with the current schema, nothing to restore"), None
 
 
 def precheck_rollback(rt: Runtime, rollback_to: str | None) -> None:
@@ -118,10 +140,11 @@ def plan_rollback(rt: Runtime, rollback_to: str | None, preserve_data: bool = Fa
                           "name one with --rollback-to")
     use_warm = statuses[idle].running and idle_release == target
     new_split = Split.all_to(idle)
+    data, restore_from = data_decision(rt, live_release, target, preserve_data)
     return RollbackPlan(
         environment=env, release=target, live_slot=live, idle_slot=idle, current_split=split, new_split=new_split,
         live_release=live_release, idle_status=statuses[idle], live_status=statuses[live],
         start_commands=[] if use_warm else rt.target.describe_start(idle, target),
         router_diff=rt.router.plan(new_split, rt.backends()), notes=notes,
-        use_warm=use_warm, why_target=why, data=data_decision(rt, live_release, target, preserve_data),
+        use_warm=use_warm, why_target=why, data=data, restore_from=restore_from,
     )

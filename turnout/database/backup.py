@@ -42,8 +42,13 @@ class Backup:
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "dialect": self.dialect, "revision": self.revision, "seconds": self.seconds,
-                "size": self.size, "proved": self.proved, "proof": self.proof,
-                "tables": {k: v["rows"] for k, v in self.fingerprint.items()}}
+                "size": self.size, "proved": self.proved, "proof": self.proof, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Backup":
+        """The backup a ledger action recorded."""
+        return cls(Path(d["path"]), d["dialect"], d.get("revision"), d["fingerprint"], d.get("seconds", 0.0),
+                   d.get("size", 0), d.get("proved", False), d.get("proof", {}))
 
 
 def pg_env(url: str, database: str | None = None) -> dict[str, str]:

@@ -26,14 +26,16 @@ def fingerprint(engine: Engine) -> dict[str, dict[str, Any]]:
         for name in names:
             q = conn.dialect.identifier_preparer.quote(name)
             if conn.dialect.name == "postgresql":
+                # the sum of each row's 60-bit md5 prefix: order-independent, and no sort of the whole table
                 rows, checksum = conn.execute(text(
-                    f"SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
+                    f"SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) "
                     f"FROM {q} t")).one()
             else:
-                hashes = sorted(hashlib.md5(repr(tuple(r)).encode()).hexdigest()
-                                for r in conn.execute(text(f"SELECT * FROM {q}")))
-                rows, checksum = len(hashes), hashlib.md5("".join(hashes).encode()).hexdigest() if hashes else ""
-            out[name] = {"rows": int(rows), "checksum": checksum}
+                rows = checksum = 0
+                for r in conn.execute(text(f"SELECT * FROM {q}")):
+                    rows += 1
+                    checksum += int(hashlib.md5(repr(tuple(r)).encode()).hexdigest()[:15], 16)
+            out[name] = {"rows": int(rows), "checksum": str(checksum)}
     return out
 
 
