@@ -288,3 +288,17 @@ def test_preserve_data_rolls_back_without_touching_the_database(deployed):
     r = p.cli("rollback", "-e", "staging", "--preserve-data")
     assert r.returncode == 0, r.stderr[-3000:]
     assert revision(db) == "0003" and p.get("/").headers["x-release"] == "demo:v1"
+
+
+def test_the_url_can_come_from_a_prefect_secret_block(project, database):
+    from prefect.blocks.system import Secret
+
+    name = f"turnout-test-db-{uuid.uuid4().hex[:6]}"
+    Secret(value=database).save(name, overwrite=True)
+    project.extra += (f'\n[database]\nsecret_block = "{name}"\nalembic_ini = "{DEMO_APP / "alembic.ini"}"\n'
+                      "backup_before = false\n")
+    project.write()
+    r, out = migrate(project)
+    assert r.returncode == 0 and out["outcome"] == "migrated", r.stderr[-3000:]
+    assert revision(database) == "0003"
+    assert PASSWORD not in everything_turnout_wrote(project, r.stdout, r.stderr)
