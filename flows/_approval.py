@@ -93,9 +93,8 @@ def _watch(rt, dep: int, slot: str, run_id, deadline: float, timeout: float, sto
             if time.monotonic() >= deadline:
                 answer = {"approved": False, "approver": "turnout",
                           "comment": f"no promotion within {timeout:g}s: a canary is never promoted by waiting"}
-            elif rt.ledger.rollback_requested(dep):
-                answer = {"approved": False, "approver": "turnout",
-                          "comment": f"rollback requested: {rt.ledger.rollback_requested(dep)}"}
+            elif asked := rt.ledger.rollback_requested(dep):
+                answer = {"approved": False, "approver": "turnout", "comment": f"rollback requested: {asked}"}
             elif rt.ledger.promotion_requested(dep):
                 answer = {"approved": True, "approver": "turnout canary --promote", "comment": ""}
             else:

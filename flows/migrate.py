@@ -121,15 +121,15 @@ def migrate_database(rt: Runtime, *, backup_before: bool | None = None, dry: boo
 def _until_first_contract(plan, cfg) -> Any:
     """The plan cut before its first contract migration (what may run while the old release is live)."""
     from tasks.database import MigrationPlan
-    from turnout.database.lint import lint_sql
 
     keep = []
     for r in plan.pending:
-        if lint_sql(r.id, r.message, plan.sql[r.id], cfg).kind == "contract":
+        if plan.lint(r, cfg).kind == "contract":
             break
         keep.append(r)
     head = keep[-1].id if keep else plan.current
-    return MigrationPlan(plan.current, head or "base", keep, {r.id: plan.sql[r.id] for r in keep})
+    return MigrationPlan(plan.current, head or "base", keep, {r.id: plan.sql[r.id] for r in keep},
+                         {r.id: plan.lints[r.id] for r in keep})
 
 
 def _migrate(rt: Runtime, dep: int, url: str, project: AlembicProject, plan, backup_on: bool, dry: bool,

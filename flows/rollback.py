@@ -58,8 +58,9 @@ async def rollback(
             logger.info("dry run, nothing changed:\n%s", plan.render())
             return {"outcome": "dry-run", "plan": plan.as_dict(), "text": plan.render(), "exit_code": EXIT_OK}
         precheck_rollback(rt, rollback_to)  # refuse (exit 2) before asking anyone to stop
-        if if_live and _not_live(rt, if_live):
-            return _not_live(rt, if_live)
+        stale = _not_live(rt, if_live)
+        if stale:
+            return stale
         asked_at = requested_at or utcnow()
         if asked_at.tzinfo is None:
             asked_at = asked_at.replace(tzinfo=timezone.utc)

@@ -6,7 +6,7 @@ writes the database URL with its password anywhere (turnout.database.url.redact 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -35,6 +35,13 @@ class MigrationPlan:
     head: str
     pending: list[Revision]
     sql: dict[str, str]
+    lints: dict[str, MigrationLint] = field(default_factory=dict)  # filled once, by whoever lints first
+
+    def lint(self, rev: Revision, cfg: DatabaseConfig) -> MigrationLint:
+        """`rev`'s lint, run through squawk at most once per plan."""
+        if rev.id not in self.lints:
+            self.lints[rev.id] = lint_sql(rev.id, rev.message, self.sql[rev.id], cfg)
+        return self.lints[rev.id]
 
     def as_dict(self) -> dict[str, Any]:
         return {"current": self.current, "head": self.head,
@@ -53,7 +60,7 @@ def plan_migrations(rt: Runtime, url: str, project: AlembicProject) -> Migration
 @task(name="lint-migrations", cache_policy=NO_CACHE)
 def lint_migrations(rt: Runtime, dep: int, plan: MigrationPlan, cfg: DatabaseConfig) -> list[MigrationLint]:
     """squawk on each migration's SQL, each classified expand or contract; every finding to the ledger."""
-    lints = [lint_sql(r.id, r.message, plan.sql[r.id], cfg) for r in plan.pending]
+    lints = [plan.lint(r, cfg) for r in plan.pending]
     action = rt.ledger.intent(dep, "lint", "lint-migrations", revisions=[r.id for r in plan.pending])
     rt.ledger.result(action, True, lints=[x.as_dict() for x in lints])
     for x in lints:
