@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.turnout-installed
 ENV     ?= staging
 IMAGE   ?=
 
-.PHONY: demo demo-keep demo-stop test test-fast bench nginx prometheus alertmanager install deploy-staging deploy-production status history plugins clean
+.PHONY: demo demo-keep demo-stop test test-fast lint crash-matrix soak bench nginx prometheus alertmanager install deploy-staging deploy-production status history plugins clean
 
 install: $(STAMP)
 
@@ -52,9 +52,33 @@ alertmanager:
 test: install nginx prometheus alertmanager
 	$(BIN)/python -m pytest -q
 
+# Lint and types, configured in pyproject.toml. All three run, so one pass reports every problem.
+# mypy checks turnout/, flows/, tasks/ and plugins/ under the names they install as (turnout.flows,
+# ...): a tree of links in build/typecheck gives mypy that layout (it has no setuptools package-dir).
+lint: install
+	@rc=0; \
+	$(BIN)/ruff check . || rc=1; \
+	$(BIN)/ruff format --check --output-format concise . || rc=1; \
+	rm -rf build/typecheck && mkdir -p build/typecheck/turnout; \
+	cp -rs "$(CURDIR)/turnout/." build/typecheck/turnout/; \
+	for d in flows tasks plugins; do ln -s "$(CURDIR)/$$d" build/typecheck/turnout/$$d; done; \
+	(cd build/typecheck && "$(abspath $(BIN))/mypy" --config-file "$(CURDIR)/pyproject.toml" -p turnout) || rc=1; \
+	exit $$rc
+
+# every crash point of every flow (CI runs a subset); the table goes to docs/crash-matrix.md
+crash-matrix: install nginx
+	CRASH_MATRIX_REPORT=docs/crash-matrix.md $(BIN)/python -m pytest -q -m "crash_full or not crash_full" \
+	  --basetemp="$$(mktemp -d -t turnout-crash-matrix-XXXXXX)" tests/test_crash_matrix.py
+
+# 30 blue-green + 10 canaries under load: errors, outcomes, RSS/fds of long-lived parts, servers left
+soak: install nginx
+	$(BIN)/python bench/soak.py
+
 bench: install nginx
 	$(BIN)/python bench/switch_under_load.py
 	$(BIN)/python bench/orchestration_overhead.py
+	$(BIN)/python bench/cli_overhead.py
+	$(BIN)/python bench/judge_power.py
 	$(BIN)/python bench/canary_detection.py
 	$(BIN)/python bench/rollback_time.py
 	$(BIN)/python bench/backup_restore.py
@@ -78,4 +102,4 @@ plugins: install
 	$(BIN)/turnout plugins
 
 clean:
-	rm -rf .pytest_cache build *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

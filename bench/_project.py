@@ -23,11 +23,20 @@ def make_project(name: str = "bench", extra: str = "", rollback: str = "watch = 
     cdir = root / "deployments"
     cdir.mkdir()
     listen, blue, green = (f"127.0.0.1:{free_port()}" for _ in range(3))
-    from turnout.demo import demo_environment
+    from turnout.app.demo import demo_environment
 
-    (cdir / f"{name}.toml").write_text(demo_environment(name, f".turnout/{name}", listen, blue, green,
-                                                        health="timeout = 30\ninterval = 0.1", extra=extra,
-                                                        rollback=rollback))
+    (cdir / f"{name}.toml").write_text(
+        demo_environment(
+            name,
+            f".turnout/{name}",
+            listen,
+            blue,
+            green,
+            health="timeout = 30\ninterval = 0.1",
+            extra=extra,
+            rollback=rollback,
+        )
+    )
     return cdir, f"http://{listen}/"
 
 

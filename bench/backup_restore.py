@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 from _project import ROOT
-
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -43,10 +42,19 @@ def build() -> float:
     with create_engine(URL, poolclass=NullPool).begin() as c:
         c.execute(text("CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL)"))
         c.execute(text("INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 10000) g"))
-        c.execute(text("CREATE TABLE events (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts, "
-                       "kind text NOT NULL, payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"))
-        c.execute(text("INSERT INTO events (account_id, kind, payload) SELECT 1 + g % 10000, 'kind' || (g % 17), "
-                       "repeat(md5(g::text), 3) FROM generate_series(1, :n) g"), {"n": ROWS})
+        c.execute(
+            text(
+                "CREATE TABLE events (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts, "
+                "kind text NOT NULL, payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO events (account_id, kind, payload) SELECT 1 + g % 10000, 'kind' || (g % 17), "
+                "repeat(md5(g::text), 3) FROM generate_series(1, :n) g"
+            ),
+            {"n": ROWS},
+        )
         c.execute(text("CREATE INDEX events_account ON events (account_id)"))
         c.execute(text("CREATE INDEX events_kind ON events (kind, created_at)"))
     with create_engine(URL, poolclass=NullPool).connect() as c:
@@ -70,10 +78,16 @@ def bench_backup(folder: Path) -> dict:
     for jobs in (1, 2):
         with ScratchDatabase(URL, folder, f"{NAME}_restore{jobs}") as scratch:
             restores[jobs] = scratch.load(backup, jobs)
-    row = {"plain_pg_dump_s": round(plain, 2), "turnout_backup_and_proof_s": round(turnout_s, 2),
-           "ratio": round(turnout_s / plain, 2), "dump_mb": round(backup.size / 1e6, 1),
-           "dump_s": backup.seconds, "proof_restore_s": backup.proof["restore_seconds"],
-           "restore_j1_s": restores[1], "restore_j2_s": restores[2]}
+    row = {
+        "plain_pg_dump_s": round(plain, 2),
+        "turnout_backup_and_proof_s": round(turnout_s, 2),
+        "ratio": round(turnout_s / plain, 2),
+        "dump_mb": round(backup.size / 1e6, 1),
+        "dump_s": backup.seconds,
+        "proof_restore_s": backup.proof["restore_seconds"],
+        "restore_j1_s": restores[1],
+        "restore_j2_s": restores[2],
+    }
     print(f"backup: {row}", flush=True)
     return row
 
@@ -87,12 +101,15 @@ def _alembic_project(folder: Path):
     (scripts / "versions").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "examples" / "demo_app" / "migrations" / "env.py", scripts / "env.py")
     (scripts / "versions" / "0001_note.py").write_text(
-        '"""events.note"""\nimport sqlalchemy as sa\nfrom alembic import op\nrevision = "0001"\ndown_revision = None\n\n'
+        '"""events.note"""\nimport sqlalchemy as sa\nfrom alembic import op\n'
+        'revision = "0001"\ndown_revision = None\n\n'
         'def upgrade():\n    op.add_column("events", sa.Column("note", sa.Text, nullable=True))\n\n'
-        'def downgrade():\n    op.drop_column("events", "note")\n')
+        'def downgrade():\n    op.drop_column("events", "note")\n'
+    )
     env = Environment(name="bench", router=PluginTable(kind="nginx"), target=PluginTable(kind="process"), root=folder)
-    cfg = DatabaseConfig(default_url="sqlite://", script_location=str(scripts), lock_timeout=0.5, lock_retries=20,
-                         retry_backoff=0.25)
+    cfg = DatabaseConfig(
+        default_url="sqlite://", script_location=str(scripts), lock_timeout=0.5, lock_retries=20, retry_backoff=0.25
+    )
     return AlembicProject(env, cfg), cfg
 
 
@@ -129,8 +146,11 @@ def _blocked(migrate) -> dict:
     stop.set()
     w.join()
     slow = [x for x in waits if x > 0.1]
-    return {"writer_max_wait_s": round(max(waits), 3), "writer_time_blocked_s": round(sum(slow), 3),
-            "migration_s": round(took, 2)}
+    return {
+        "writer_max_wait_s": round(max(waits), 3),
+        "writer_time_blocked_s": round(sum(slow), 3),
+        "migration_s": round(took, 2),
+    }
 
 
 def bench_lock(folder: Path) -> dict:
@@ -147,6 +167,7 @@ def bench_lock(folder: Path) -> dict:
 
     def turnout_apply():
         result["r"] = apply_migrations(URL, project, cfg)
+
     with_timeouts = _blocked(turnout_apply)
     with_timeouts["attempts"] = len(result["r"].attempts)
     assert result["r"].ok, result["r"].error
@@ -167,14 +188,18 @@ def main() -> int:
         for suffix in ("_scratch", "_restore1", "_restore2"):
             admin_sql(f'DROP DATABASE IF EXISTS "{NAME}{suffix}" WITH (FORCE)')
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"\nbackup + proof {backup['turnout_backup_and_proof_s']} s vs plain pg_dump {backup['plain_pg_dump_s']} s "
-          f"(ratio {backup['ratio']}) for {size / 1e6:.0f} MB; restore -j1 {backup['restore_j1_s']} s, "
-          f"-j2 {backup['restore_j2_s']} s")
-    print(f"writer blocked: without lock_timeout {lock['without_lock_timeout']['writer_time_blocked_s']} s "
-          f"(max wait {lock['without_lock_timeout']['writer_max_wait_s']} s); with turnout's 0.5 s lock_timeout "
-          f"{lock['with_turnout_lock_timeout']['writer_time_blocked_s']} s "
-          f"(max wait {lock['with_turnout_lock_timeout']['writer_max_wait_s']} s, "
-          f"{lock['with_turnout_lock_timeout']['attempts']} attempts)")
+    print(
+        f"\nbackup + proof {backup['turnout_backup_and_proof_s']} s vs plain pg_dump {backup['plain_pg_dump_s']} s "
+        f"(ratio {backup['ratio']}) for {size / 1e6:.0f} MB; restore -j1 {backup['restore_j1_s']} s, "
+        f"-j2 {backup['restore_j2_s']} s"
+    )
+    print(
+        f"writer blocked: without lock_timeout {lock['without_lock_timeout']['writer_time_blocked_s']} s "
+        f"(max wait {lock['without_lock_timeout']['writer_max_wait_s']} s); with turnout's 0.5 s lock_timeout "
+        f"{lock['with_turnout_lock_timeout']['writer_time_blocked_s']} s "
+        f"(max wait {lock['with_turnout_lock_timeout']['writer_max_wait_s']} s, "
+        f"{lock['with_turnout_lock_timeout']['attempts']} attempts)"
+    )
     print(json.dumps({"bench": "backup_restore", "database_mb": round(size / 1e6), "rows": ROWS, **backup, **lock}))
     return 0
 

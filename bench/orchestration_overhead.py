@@ -25,8 +25,8 @@ N = int(os.environ.get("BENCH_RUNS", "4"))
 
 
 def main() -> int:
-    from flows import blue_green
     import turnout.outcome as outcome_mod
+    from turnout.flows import blue_green
 
     cdir, _ = make_project()
     params = dict(environment="bench", config_dir=str(cdir))
@@ -42,7 +42,7 @@ def main() -> int:
         # the same steps as plain Python: tasks become their functions, no run logger, no artifact
         from prefect.logging import disable_run_logger
 
-        from flows import _steps
+        from turnout.flows import _steps
 
         saved = {n: getattr(_steps, n) for n in ("start_release", "stop_slot", "run_gates", "shift_traffic")}
         for n, t in saved.items():
@@ -67,21 +67,40 @@ def main() -> int:
         status_times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "turnout.cli", "status", "-e", "bench", "--config-dir", str(cdir)],
-                           check=True, capture_output=True, cwd=ROOT)
+            subprocess.run(
+                [sys.executable, "-m", "turnout.app.cli", "status", "-e", "bench", "--config-dir", str(cdir)],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
             status_times.append(time.perf_counter() - t0)
     finally:
         cleanup(cdir)
 
     pf, pl, st = statistics.median(prefect_times), statistics.median(plain_times), statistics.median(status_times)
     mode = "server " + os.environ["PREFECT_API_URL"] if os.environ.get("PREFECT_API_URL") else "ephemeral"
-    print(f"blue-green through Prefect ({mode}): median {pf:.2f} s over {N} runs {[round(t, 2) for t in prefect_times]}")
-    print(f"same steps as plain Python:            median {pl:.2f} s over {N} runs {[round(t, 2) for t in plain_times]}")
+    print(
+        f"blue-green through Prefect ({mode}): median {pf:.2f} s over {N} runs {[round(t, 2) for t in prefect_times]}"
+    )
+    print(
+        f"same steps as plain Python:            median {pl:.2f} s over {N} runs {[round(t, 2) for t in plain_times]}"
+    )
     print(f"ratio Prefect / plain: {pf / pl:.2f}   (overhead {pf - pl:+.2f} s per deployment)")
     print(f"turnout status: median {st * 1000:.0f} ms over 5 runs (max {max(status_times) * 1000:.0f} ms)")
-    print(json.dumps({"bench": "orchestration_overhead", "prefect_mode": mode, "prefect_median_s": round(pf, 3),
-                      "plain_median_s": round(pl, 3), "ratio": round(pf / pl, 2), "overhead_s": round(pf - pl, 3),
-                      "status_median_ms": round(st * 1000), "status_max_ms": round(max(status_times) * 1000)}))
+    print(
+        json.dumps(
+            {
+                "bench": "orchestration_overhead",
+                "prefect_mode": mode,
+                "prefect_median_s": round(pf, 3),
+                "plain_median_s": round(pl, 3),
+                "ratio": round(pf / pl, 2),
+                "overhead_s": round(pf - pl, 3),
+                "status_median_ms": round(st * 1000),
+                "status_max_ms": round(max(status_times) * 1000),
+            }
+        )
+    )
     return 0
 
 

@@ -21,8 +21,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-import turnout  # noqa: E402
-from turnout.loadgen import Load  # noqa: E402
+import turnout
+from turnout.loadgen import Load
 
 SWITCHES = int(os.environ.get("BENCH_SWITCHES", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
@@ -42,24 +42,28 @@ class SwitchClock:
 
 
 def main() -> int:
-    from flows import blue_green
-    from turnout.plugins import get_registry
+    from turnout.flows import blue_green
+    from turnout.registry import get_registry
 
     cdir, url = make_project()
     clock = SwitchClock()
     get_registry().pm.register(clock)
     try:
-        print(f"warming up: first deployment (demo:v1) and the Prefect engine ...", flush=True)
+        print("warming up: first deployment (demo:v1) and the Prefect engine ...", flush=True)
         assert blue_green.run(environment="bench", image="demo:v1", config_dir=str(cdir))["outcome"] == "promoted"
         clock.starts.clear()
-        load = Load(url, connections=CONNECTIONS, max_requests=300_000, max_seconds=MAX_SECONDS, keep_timeline=True).start()
+        load = Load(
+            url, connections=CONNECTIONS, max_requests=300_000, max_seconds=MAX_SECONDS, keep_timeline=True
+        ).start()
         time.sleep(1.0)
         releases = ["demo:v2", "demo:v1"] * SWITCHES
         results = []
         for i in range(SWITCHES):
             t0 = time.monotonic()
             out = blue_green.run(environment="bench", image=releases[i], config_dir=str(cdir))
-            results.append({"release": releases[i], "outcome": out["outcome"], "flow_seconds": round(time.monotonic() - t0, 2)})
+            results.append(
+                {"release": releases[i], "outcome": out["outcome"], "flow_seconds": round(time.monotonic() - t0, 2)}
+            )
             time.sleep(0.5)
         res = load.stop()
         if res.seconds >= MAX_SECONDS:
@@ -80,17 +84,37 @@ def main() -> int:
 
     summary = res.as_dict()
     conv = [r["converged_ms"] for r in results]
-    print(f"\nload: {summary['requests']} requests in {summary['seconds']} s ({summary['rps']}/s), "
-          f"{CONNECTIONS} keep-alive connections, through NGINX")
-    print(f"non-2xx: {summary['non_2xx']}   connection errors: {summary['connection_errors']}   "
-          f"keep-alive closes retried: {summary['retried_after_keepalive_close']}")
+    print(
+        f"\nload: {summary['requests']} requests in {summary['seconds']} s ({summary['rps']}/s), "
+        f"{CONNECTIONS} keep-alive connections, through NGINX"
+    )
+    print(
+        f"non-2xx: {summary['non_2xx']}   connection errors: {summary['connection_errors']}   "
+        f"keep-alive closes retried: {summary['retried_after_keepalive_close']}"
+    )
     for i, r in enumerate(results, 1):
-        print(f"switch {i}: -> {r['release']:<8} {r['outcome']:<9} flow {r['flow_seconds']:>5.2f} s   "
-              f"first new response {r['first_new_ms']} ms   all responses new after {r['converged_ms']} ms")
+        print(
+            f"switch {i}: -> {r['release']:<8} {r['outcome']:<9} flow {r['flow_seconds']:>5.2f} s   "
+            f"first new response {r['first_new_ms']} ms   all responses new after {r['converged_ms']} ms"
+        )
     print(f"convergence: median {statistics.median(conv)} ms, max {max(conv)} ms")
-    ok = summary["non_2xx"] == 0 and summary["connection_errors"] == 0 and all(r["outcome"] == "promoted" for r in results)
-    print(json.dumps({"bench": "switch_under_load", "passed": ok, **summary, "switches": results,
-                      "convergence_ms_median": statistics.median(conv), "convergence_ms_max": max(conv)}))
+    ok = (
+        summary["non_2xx"] == 0
+        and summary["connection_errors"] == 0
+        and all(r["outcome"] == "promoted" for r in results)
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "switch_under_load",
+                "passed": ok,
+                **summary,
+                "switches": results,
+                "convergence_ms_median": statistics.median(conv),
+                "convergence_ms_max": max(conv),
+            }
+        )
+    )
     return 0 if ok else 1
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from prefect.input import RunInput
 from pydantic import Field
 
+from turnout.signals import Interrupted
+
 __all__ = ["PromotionDecision", "Answer", "wait_for_approval"]
 
 
@@ -43,7 +45,7 @@ class Answer:
     comment: str
 
 
-def wait_for_approval(rt, dep: int, slot: str, timeout: float, description: str, poll: float = 0.5) -> Answer:
+def wait_for_approval(rt, dep: int, slot: str, *, timeout: float, description: str, poll: float = 0.5) -> Answer:
     """Pause this flow run until it is resumed (UI, `turnout canary --promote`, canary death) or `timeout`.
 
     Returns the answer; a timeout is an answer too (not approved). Must run inside a flow run.
@@ -51,17 +53,29 @@ def wait_for_approval(rt, dep: int, slot: str, timeout: float, description: str,
     from prefect.context import FlowRunContext
     from prefect.exceptions import FlowPauseTimeout
 
-    run_id = FlowRunContext.get().flow_run.id
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("wait_for_approval must run inside a flow run")
+    run_id = ctx.flow_run.id
     deadline = time.monotonic() + timeout
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(rt, dep, slot, run_id, deadline, timeout, stop, poll),
-                               daemon=True, name=f"turnout-approval-{dep}")
+    watcher = threading.Thread(
+        target=_watch,
+        args=(rt, dep, slot, run_id),
+        kwargs=dict(deadline=deadline, timeout=timeout, stop=stop, poll=poll),
+        daemon=True,
+        name=f"turnout-approval-{dep}",
+    )
     watcher.start()
     try:
         form = PromotionDecision.with_initial_data(description=description, approved=False, approver="", comment="")
         # Prefect's own pause timeout is only a backstop: past it the server fails the run, so the watcher
         # answers "not approved" at `timeout` and the flow can still put traffic back and report.
         decision = _pause(form, int(timeout) + 60, key=f"promote-{dep}")
+    except Interrupted as e:
+        # the pause waits in a helper thread: answer it, so the process can end once traffic is safe
+        _answer_interrupted(run_id, str(e))
+        raise
     except FlowPauseTimeout:
         return Answer(False, "", f"no promotion within {timeout:g}s: a canary is never promoted by waiting")
     finally:
@@ -79,20 +93,37 @@ def _pause(form, timeout: int, key: str):
     from prefect.flow_runs import apause_flow_run
 
     ctx = contextvars.copy_context()
-    with ThreadPoolExecutor(1, thread_name_prefix="turnout-pause") as pool:
-        return pool.submit(ctx.run, asyncio.run,
-                           apause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=1, key=key)).result()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="turnout-pause")
+    try:
+        return pool.submit(
+            ctx.run, asyncio.run, apause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=1, key=key)
+        ).result()
+    finally:
+        pool.shutdown(wait=False)  # interrupted: never wait here for a pause that may last an hour
 
 
-def _watch(rt, dep: int, slot: str, run_id, deadline: float, timeout: float, stop: threading.Event,
-           poll: float) -> None:
+def _answer_interrupted(run_id, why: str, tries: int = 20) -> None:
+    """Resume the paused run with "not approved" (a signal stopped the canary); retried while it is not paused yet."""
+    answer = {"approved": False, "approver": "turnout", "comment": f"{why}: the canary is aborted"}
+    for _ in range(tries):
+        if _resume(run_id, answer):
+            return
+        time.sleep(0.25)
+
+
+def _watch(
+    rt, dep: int, slot: str, run_id, *, deadline: float, timeout: float, stop: threading.Event, poll: float
+) -> None:
     """Turn a ledger promotion request, a dead canary or the deadline into a resume of the paused run."""
     answer = None
     while not stop.wait(poll):
         try:
             if time.monotonic() >= deadline:
-                answer = {"approved": False, "approver": "turnout",
-                          "comment": f"no promotion within {timeout:g}s: a canary is never promoted by waiting"}
+                answer = {
+                    "approved": False,
+                    "approver": "turnout",
+                    "comment": f"no promotion within {timeout:g}s: a canary is never promoted by waiting",
+                }
             elif asked := rt.ledger.rollback_requested(dep):
                 answer = {"approved": False, "approver": "turnout", "comment": f"rollback requested: {asked}"}
             elif rt.ledger.promotion_requested(dep):
@@ -100,9 +131,11 @@ def _watch(rt, dep: int, slot: str, run_id, deadline: float, timeout: float, sto
             else:
                 st = rt.target.status(slot)
                 if not st.running:
-                    answer = {"approved": False, "approver": "turnout",
-                              "comment": f"the canary stopped running while waiting for promotion: "
-                                         f"{st.detail or st.state}"}
+                    answer = {
+                        "approved": False,
+                        "approver": "turnout",
+                        "comment": f"the canary stopped running while waiting for promotion: {st.detail or st.state}",
+                    }
         except Exception:  # a transient read error must not end the wait; try again next poll
             continue
         if answer and _resume(run_id, answer):
@@ -122,7 +155,8 @@ def _resume(run_id, answer: dict) -> bool:
             state = client.read_flow_run(run_id).state
         if state is None or not state.is_paused():
             return False
-        resume_flow_run(run_id, run_input=answer, _sync=True)
+        # prefect's async_dispatch accepts _sync; its type hints do not say so
+        resume_flow_run(run_id, run_input=answer, _sync=True)  # type: ignore[call-arg]
         return True
     except Exception:
         return False

@@ -13,26 +13,30 @@ traffic stays where it is, a human is needed.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows._steps import restore_traffic, run_flow
-from flows.recover import recover_environment
 from turnout.errors import EXIT_OK
-from turnout.models import RELEASE_PATTERN, utcnow, validate_release
-from turnout.outcome import finish
-from turnout.rollback import plan_rollback, precheck_rollback
+from turnout.flows._inputs import rollback_inputs
+from turnout.flows._run import run_flow
+from turnout.flows._steps import end_rollback, restore_traffic
+from turnout.flows.recover import recover_environment
+from turnout.models import Release, utcnow
+from turnout.outcome import flow_result
+from turnout.rollback import plan_rollback
 from turnout.runtime import Runtime, open_runtime
+from turnout.signals import Interrupted, cleaning_up, interruptible
 
 
 @flow(name="rollback", validate_parameters=True)
 async def rollback(
     environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")],
-    rollback_to: Annotated[str | None, Field(pattern=RELEASE_PATTERN, description="Roll back to this release")] = None,
+    rollback_to: Annotated[Release | None, Field(description="Roll back to this release")] = None,
     preserve_data: bool = False,
+    *,
     notify: bool = False,
     dry_run: bool = False,
     reason: Annotated[str, Field(max_length=500)] = "manual rollback",
@@ -48,37 +52,56 @@ async def rollback(
 
     Raises DeploymentFailed (the run ends Failed) when the rollback could not make traffic safe.
     """
-    logger = get_run_logger()
-    if rollback_to:
-        validate_release(rollback_to)
-    rt = open_runtime(environment, config_dir)
+    if dry_run:
+        rt = open_runtime(environment, config_dir)
+        try:
+            out = plan_rollback(rt, rollback_to, preserve_data).dry_run()  # what `turnout rollback --dry-run` prints
+            get_run_logger().info("dry run, nothing changed:\n%s", out["text"])
+            return out
+        finally:
+            rt.close()
+    inputs = rollback_inputs(  # refused (exit 2) before anyone is asked to stop
+        environment,
+        rollback_to,
+        preserve_data,
+        notify=notify,
+        reason=reason,
+        config_dir=config_dir,
+        if_live=if_live,
+        requested_at=requested_at,
+    )
+    rt = inputs.rt
     try:
-        if dry_run:
-            plan = plan_rollback(rt, rollback_to, preserve_data)
-            logger.info("dry run, nothing changed:\n%s", plan.render())
-            return {"outcome": "dry-run", "plan": plan.as_dict(), "text": plan.render(), "exit_code": EXIT_OK}
-        precheck_rollback(rt, rollback_to)  # refuse (exit 2) before asking anyone to stop
         stale = _not_live(rt, if_live)
         if stale:
             return stale
         asked_at = requested_at or utcnow()
         if asked_at.tzinfo is None:
-            asked_at = asked_at.replace(tzinfo=timezone.utc)
+            asked_at = asked_at.replace(tzinfo=UTC)
         running = rt.ledger.request_rollback(environment, reason)
         if running:
-            rt.emit("phase.started", running, phase="rollback",
-                    message=f"asked the running deployment #{running} to roll back: {reason}")
-        lock = rt.ledger.acquire_lock(environment, purpose="rollback", wait=rt.environment.rollback.lock_wait)
+            rt.emit(
+                "phase.started",
+                running,
+                phase="rollback",
+                message=f"asked the running deployment #{running} to roll back: {reason}",
+            )
+        rt.ledger.acquire_lock(environment, purpose="rollback", wait=rt.environment.rollback.lock_wait)
         try:
-            done = (_handled_by_running(rt, running, rollback_to) if running else None) or \
-                _done_meanwhile(rt, asked_at, rollback_to)
+            done = (_handled_by_running(rt, running, rollback_to) if running else None) or _done_meanwhile(
+                rt, asked_at, rollback_to
+            )
             if done:
                 return done
-            recover_environment(rt, reason=f"before a rollback: {reason}", lock_held=lock)
+            last = rt.ledger.environment_state(environment)["last_deployment"]
+            recovered = recover_environment(rt, reason=f"before a rollback: {reason}")
+            done = _done_by_recovery(rt, recovered, last, reason, rollback_to)
+            if done:
+                return done
             stale = _not_live(rt, if_live)
             if stale:
                 return stale
-            return _roll_back(rt, rollback_to, preserve_data, notify, reason)
+            return flow_result(_roll_back(rt, rollback_to, preserve_data, notify, reason))
         finally:
             rt.ledger.release_lock(environment)
     finally:
@@ -91,14 +114,53 @@ def _handled_by_running(rt: Runtime, dep_id: int, rollback_to: str | None) -> di
     if rollback_to or dep is None or dep["status"] not in ("rolled-back", "aborted"):
         return None
     if dep["strategy"] == "rollback":  # two rollbacks at once: the other one ran
-        return {"outcome": "rolled-back", "deployment_id": dep_id, "environment": rt.name, "release": dep["release"],
-                "slot": dep["to_slot"], "exit_code": EXIT_OK,
-                "reason": f"rollback #{dep_id} ran while this one waited: {dep['reason']}",
-                "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md")}
-    return {"outcome": "rolled-back", "deployment_id": dep_id, "environment": rt.name, "release": dep["from_release"],
-            "slot": dep["from_slot"], "exit_code": EXIT_OK,
-            "reason": f"deployment #{dep_id} ({dep['release']}) was running and rolled itself back: {dep['reason']}",
-            "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md")}
+        return {
+            "outcome": "rolled-back",
+            "deployment_id": dep_id,
+            "environment": rt.name,
+            "release": dep["release"],
+            "slot": dep["to_slot"],
+            "exit_code": EXIT_OK,
+            "reason": f"rollback #{dep_id} ran while this one waited: {dep['reason']}",
+            "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md"),
+        }
+    return {
+        "outcome": "rolled-back",
+        "deployment_id": dep_id,
+        "environment": rt.name,
+        "release": dep["from_release"],
+        "slot": dep["from_slot"],
+        "exit_code": EXIT_OK,
+        "reason": f"deployment #{dep_id} ({dep['release']}) was running and rolled itself back: {dep['reason']}",
+        "report": str(rt.environment.state_dir / "reports" / f"deployment-{dep_id}.md"),
+    }
+
+
+def _done_by_recovery(
+    rt: Runtime, recovered: dict[str, Any], last: dict[str, Any] | None, reason: str, rollback_to: str | None
+) -> dict[str, Any] | None:
+    """When recovery already took the failed or crashed run's release off traffic, that was the rollback.
+
+    (A canary that failed with traffic still split, say: recovery puts it all back on the stable slot,
+    and rolling back once more would throw away the stable release too.) With `--rollback-to`, only when
+    the release it names is what now serves.
+    """
+    if recovered["outcome"] != "recovered" or not last or last["strategy"] in ("rollback", "recover", "migrate"):
+        return None
+    if last["release"] not in recovered["removed"]:
+        return None
+    if rollback_to and rollback_to != last.get("from_release"):
+        return None
+    rt.ledger.mark_release(rt.name, last["release"], "bad", f"rolled back: {reason}")
+    return {
+        "outcome": "rolled-back",
+        "deployment_id": recovered["deployment_id"],
+        "environment": rt.name,
+        "release": last.get("from_release"),
+        "slot": last.get("from_slot"),
+        "exit_code": EXIT_OK,
+        "reason": f"{last['release']} is off traffic: {recovered['reason']}",
+    }
 
 
 def _not_live(rt: Runtime, if_live: str | None) -> dict[str, Any] | None:
@@ -110,11 +172,19 @@ def _not_live(rt: Runtime, if_live: str | None) -> dict[str, Any] | None:
     serving = {rt.target.status(s).release for s in live}
     if if_live in serving:
         return None
-    get_run_logger().info("%s is not live in %s (serving: %s): nothing to roll back", if_live, rt.name,
-                          ", ".join(sorted(r for r in serving if r)) or "nothing")
-    return {"outcome": "not-needed", "environment": rt.name, "exit_code": EXIT_OK,
-            "reason": f"{if_live} is no longer live (serving {', '.join(sorted(r for r in serving if r)) or 'nothing'}): "
-                      "nothing to roll back"}
+    get_run_logger().info(
+        "%s is not live in %s (serving: %s): nothing to roll back",
+        if_live,
+        rt.name,
+        ", ".join(sorted(r for r in serving if r)) or "nothing",
+    )
+    return {
+        "outcome": "not-needed",
+        "environment": rt.name,
+        "exit_code": EXIT_OK,
+        "reason": f"{if_live} is no longer live (serving {', '.join(sorted(r for r in serving if r)) or 'nothing'}): "
+        "nothing to roll back",
+    }
 
 
 def _done_meanwhile(rt: Runtime, since, rollback_to: str | None) -> dict[str, Any] | None:
@@ -125,54 +195,103 @@ def _done_meanwhile(rt: Runtime, since, rollback_to: str | None) -> dict[str, An
     started = last["started_at"] if last["started_at"].tzinfo else last["started_at"].replace(tzinfo=since.tzinfo)
     if started < since:
         return None
-    return {"outcome": "rolled-back", "deployment_id": last["id"], "environment": rt.name, "release": last["release"],
-            "slot": last["to_slot"], "exit_code": EXIT_OK,
-            "reason": f"rollback #{last['id']} ran while this one waited: {last['reason']}",
-            "report": str(rt.environment.state_dir / "reports" / f"deployment-{last['id']}.md")}
+    return {
+        "outcome": "rolled-back",
+        "deployment_id": last["id"],
+        "environment": rt.name,
+        "release": last["release"],
+        "slot": last["to_slot"],
+        "exit_code": EXIT_OK,
+        "reason": f"rollback #{last['id']} ran while this one waited: {last['reason']}",
+        "report": str(rt.environment.state_dir / "reports" / f"deployment-{last['id']}.md"),
+    }
 
 
 def _roll_back(rt: Runtime, rollback_to: str | None, preserve_data: bool, notify: bool, reason: str) -> dict[str, Any]:
-    plan = plan_rollback(rt, rollback_to, preserve_data)
-    dep = rt.ledger.start_deployment(rt.name, "rollback", plan.release, from_release=plan.live_release,
-                                     from_slot=plan.live_slot, to_slot=plan.idle_slot,
-                                     options={"reason": reason, "rollback_to": rollback_to,
-                                              "preserve_data": preserve_data, "plan": plan.as_dict()})
+    plan = plan_rollback(rt, rollback_to, preserve_data, prechecked=True)  # the flow prechecked before its lock
+    assert plan.live_slot is not None  # plan_rollback refuses unless exactly one slot is live
+    dep = rt.ledger.start_deployment(
+        rt.name,
+        "rollback",
+        plan.release,
+        from_release=plan.live_release,
+        from_slot=plan.live_slot,
+        to_slot=plan.idle_slot,
+        options={"reason": reason, "rollback_to": rollback_to, "preserve_data": preserve_data, "plan": plan.as_dict()},
+    )
     rt.ledger.attach_lock(rt.name, dep)
-    rt.emit("deployment.started", dep, release=plan.release,
-            message=f"rollback ({reason}): {plan.live_release} in {plan.live_slot} -> {plan.release} in "
-                    f"{plan.idle_slot} ({plan.why_target})", data={"plan": plan.as_dict()})
+    rt.emit(
+        "deployment.started",
+        dep,
+        release=plan.release,
+        message=f"rollback ({reason}): {plan.live_release} in {plan.live_slot} -> {plan.release} in "
+        f"{plan.idle_slot} ({plan.why_target})",
+        data={"plan": plan.as_dict()},
+    )
     rt.emit("phase.started", dep, phase="rollback", message=f"database: {plan.data}")
+    notes = "" if plan.restore_from else f"\n## Database\n\n{plan.data}\n"
     try:
-        status, why, extra = restore_traffic(
-            rt, dep, bad_slot=plan.live_slot, bad_release=plan.live_release, good_slot=plan.idle_slot,
-            good_release=plan.release, why=reason, start=not plan.use_warm,
-            evidence={"plan": plan.as_dict()},
-            before_shift=(lambda: _restore_database(rt, dep, plan)) if plan.restore_from else None)
+        with interruptible():
+            return restore_traffic(
+                rt,
+                dep,
+                plan,
+                bad_slot=plan.live_slot,
+                bad_release=plan.live_release,
+                good_slot=plan.idle_slot,
+                good_release=plan.release,
+                why=reason,
+                start=not plan.use_warm,
+                evidence={"plan": plan.as_dict()},
+                before_shift=(lambda: _restore_database(rt, dep, plan)) if plan.restore_from else None,
+                notes=notes,
+                rollback_run=True,
+                notify=notify,
+            )
+    except Interrupted as e:
+        # like a crash, but this process still runs: recovery reads the router and the slots and ends the
+        # rollback in a safe, recorded state (finished when traffic already moved, else back where it was)
+        get_run_logger().warning("rollback #%s %s: recovering", dep, e)
+        with cleaning_up():
+            rt.ledger.update_deployment(dep, status="crashed", reason=f"{e}")
+            out = recover_environment(rt, reason=f"rollback #{dep} {e}")
+        return {
+            **out,
+            "outcome": "rolled-back" if out["outcome"] == "recovered" else out["outcome"],
+            "deployment_id": dep,
+            "release": plan.release,
+            "slot": plan.idle_slot,
+        }
     except Exception as e:  # never leave the rollback "running"
         get_run_logger().exception("unexpected error in rollback #%s", dep)
-        status, why, extra = "failed", f"{reason}; unexpected error: {type(e).__name__}: {e}", ""
-    if not plan.restore_from:
-        extra += f"\n## Database\n\n{plan.data}\n"
-    if notify or status != "rolled-back":
-        rt.emit("rollback.finished", dep, release=plan.release, urgent=True,
-                message=f"rollback {status}: {why}", data={"outcome": status})
-    return finish(rt, dep, status, why, plan, succeeded=status == "rolled-back", extra=extra)
+        return end_rollback(
+            rt,
+            dep,
+            plan,
+            "failed",
+            f"{reason}; unexpected error: {type(e).__name__}: {e}",
+            extra=notes,
+            rollback_run=True,
+            notify=notify,
+        )
 
 
 def _restore_database(rt: Runtime, dep: int, plan) -> str:
     """Restore the backup taken before the contract migration, and prove it; the sentence for the report."""
-    from flows.migrate import open_database
     from turnout.database.backup import Backup, restore_backup
+    from turnout.database.connect import open_database
     from turnout.errors import BackendError
 
-    url, _ = open_database(rt)
+    url, _ = open_database(rt.environment)
     backup = Backup.from_dict(plan.restore_from)
     action = rt.ledger.intent(dep, "rollback", "restore-database", backup=str(backup.path), why=plan.data)
     diffs = restore_backup(url, backup)
     rt.ledger.result(action, not diffs, differences=diffs)
     if diffs:
         raise BackendError(f"the database was restored from {backup.path.name} but differs: {'; '.join(diffs[:3])}")
-    rt.emit("phase.started", dep, phase="rollback", message=f"database restored from {backup.path.name}, compared equal")
+    rt.emit(
+        "phase.started", dep, phase="rollback", message=f"database restored from {backup.path.name}, compared equal"
+    )
     return f"{plan.data}; restored and compared equal"
 
 

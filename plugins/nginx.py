@@ -12,6 +12,12 @@ that grows with every change. Applying a split:
 4. verify: requests through NGINX must come back carrying the new generation (and, for a 100%
    split, from the new slot) — a reload returning only means the signal was sent.
 
+What NGINX *really* does is read from NGINX itself, never from the file (`observe`): a crash between
+writing the file and the reload leaves a file NGINX never loaded. The loaded config announces its own
+generation and split: managed mode answers `GET <status_path>` (loopback callers only) on its listener
+with them; external mode reads them from `verify_url`'s response headers, and without one falls back to
+comparing the file's age with the age of the master's workers.
+
 Modes:
 - managed  turnout runs its own NGINX master from `<state_dir>/nginx/`, listening on `listen`;
            responses carry `X-Turnout-Slot` and `X-Turnout-Generation`.
@@ -42,9 +48,11 @@ import turnout
 from turnout.addresses import parse_address
 from turnout.config import Environment
 from turnout.errors import BackendError, ConfigError
+from turnout.faults import crash_point
+from turnout.health import http_client
 from turnout.interfaces import Registration
-from turnout.models import SLOTS, Split
-from turnout.procs import children_of, pid_alive, start_ticks
+from turnout.models import SLOTS, RouterState, Split
+from turnout.procs import children_of, pid_alive, process_started_at, start_ticks
 
 NAME = "nginx"
 
@@ -67,9 +75,14 @@ class NginxConfig(BaseModel):
     verify_url: str | None = Field(None, description="A URL through NGINX whose responses carry the headers.")
     verify_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a split to show.")
     verify_consecutive: int = Field(5, ge=1, description="Consecutive confirming responses required.")
+    status_path: str = Field(
+        "/.turnout/state",
+        pattern=r"^/[A-Za-z0-9._/-]+$",
+        description="managed: where NGINX itself answers its loaded generation and split (loopback callers only).",
+    )
 
     @model_validator(mode="after")
-    def _mode(self) -> "NginxConfig":
+    def _mode(self) -> NginxConfig:
         parse_address(self.listen)
         if self.mode == "external" and not self.include_file:
             raise ValueError("external mode needs include_file (the file turnout owns inside the operator's NGINX)")
@@ -87,12 +100,18 @@ class NginxRouter:
         self.dir = environment.state_dir / "nginx"
         if config.mode == "managed":
             self.include = self.dir / "upstream.conf"
-            self.main_conf = self.dir / "nginx.conf"
+            self.main_conf: Path | None = self.dir / "nginx.conf"
             self.pid_file = self.dir / "nginx.pid"
         else:
+            assert config.include_file is not None  # NginxConfig's validator requires it in external mode
             self.include = environment.resolve(config.include_file)
             self.main_conf = None
             self.pid_file = environment.resolve(config.pid_file)
+
+    @property
+    def listen_address(self) -> str | None:
+        """Where this router itself listens (managed mode), so no slot is put there; None for external."""
+        return self.config.listen if self.config.mode == "managed" else None
 
     # -- config generation -----------------------------------------------------------------------
 
@@ -121,8 +140,17 @@ class NginxRouter:
         payload = [
             {"directive": "upstream", "args": [self.upstream], "block": servers},
             {"directive": "map", "args": ["$upstream_addr", f"$turnout_{self.var}_slot"], "block": slot_map},
-            {"directive": "map", "args": ["$host", f"$turnout_{self.var}_generation"],
-             "block": [{"directive": "default", "args": [str(generation)]}]},
+            {
+                "directive": "map",
+                "args": ["$host", f"$turnout_{self.var}_generation"],
+                "block": [{"directive": "default", "args": [str(generation)]}],
+            },
+            # the loaded config says its own split, so `observe` never has to trust this file
+            {
+                "directive": "map",
+                "args": ["$host", f"$turnout_{self.var}_split"],
+                "block": [{"directive": "default", "args": [_split_text(split)]}],
+            },
         ]
         header = f"# managed by turnout: environment {self.environment.name}; do not edit\n"
         return header + crossplane.build(payload, indent=4) + "\n"
@@ -130,8 +158,10 @@ class NginxRouter:
     def render_main(self) -> str:
         """managed mode: the whole nginx.conf, built with crossplane."""
         d = str(self.dir)
-        temp = [{"directive": f"{k}_temp_path", "args": [f"{d}/tmp/{k}"]}
-                for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+        temp = [
+            {"directive": f"{k}_temp_path", "args": [f"{d}/tmp/{k}"]}
+            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ]
         location = [
             {"directive": "proxy_pass", "args": [f"http://{self.upstream}"]},
             {"directive": "proxy_http_version", "args": ["1.1"]},
@@ -141,13 +171,25 @@ class NginxRouter:
             {"directive": "add_header", "args": ["X-Turnout-Slot", f"$turnout_{self.var}_slot", "always"]},
             {"directive": "add_header", "args": ["X-Turnout-Generation", f"$turnout_{self.var}_generation", "always"]},
         ]
-        http = temp + [
+        state = [
+            {"directive": "allow", "args": ["127.0.0.0/8"]},
+            {"directive": "deny", "args": ["all"]},
+            {"directive": "default_type", "args": ["text/plain"]},
+            {"directive": "return", "args": ["200", f"$turnout_{self.var}_generation $turnout_{self.var}_split"]},
+        ]
+        http = [
+            *temp,
             {"directive": "access_log", "args": [f"{d}/access.log"] if self.config.access_log else ["off"]},
             {"directive": "include", "args": [str(self.include)]},
-            {"directive": "server", "args": [], "block": [
-                {"directive": "listen", "args": [self.config.listen]},
-                {"directive": "location", "args": ["/"], "block": location},
-            ]},
+            {
+                "directive": "server",
+                "args": [],
+                "block": [
+                    {"directive": "listen", "args": [self.config.listen]},
+                    {"directive": "location", "args": ["=", self.config.status_path], "block": state},
+                    {"directive": "location", "args": ["/"], "block": location},
+                ],
+            },
         ]
         payload = [
             {"directive": "worker_processes", "args": [str(self.config.worker_processes)]},
@@ -156,7 +198,9 @@ class NginxRouter:
             {"directive": "events", "args": [], "block": [{"directive": "worker_connections", "args": ["1024"]}]},
             {"directive": "http", "args": [], "block": http},
         ]
-        return f"# managed by turnout: environment {self.environment.name}\n" + crossplane.build(payload, indent=4) + "\n"
+        return (
+            f"# managed by turnout: environment {self.environment.name}\n" + crossplane.build(payload, indent=4) + "\n"
+        )
 
     def _read_include(self) -> dict[str, Any] | None:
         """Parse the current include file: weights per address, slot per address, generation."""
@@ -186,11 +230,22 @@ class NginxRouter:
         except (OSError, subprocess.TimeoutExpired) as e:
             raise BackendError(f"{what} failed: cannot run {' '.join(argv)}: {e}") from e
         if p.returncode != 0:
-            msg = " / ".join(dict.fromkeys(line.strip() for line in (p.stderr or p.stdout).splitlines() if line.strip()))
+            msg = " / ".join(
+                dict.fromkeys(line.strip() for line in (p.stderr or p.stdout).splitlines() if line.strip())
+            )
             raise BackendError(f"{what} failed ({' '.join(argv)} exited {p.returncode}): {msg}")
 
     def _ctl(self, *args: str) -> list[str]:
-        return [self.config.binary, "-p", str(self.dir), "-c", str(self.main_conf), "-e", str(self.dir / "error.log"), *args]
+        return [
+            self.config.binary,
+            "-p",
+            str(self.dir),
+            "-c",
+            str(self.main_conf),
+            "-e",
+            str(self.dir / "error.log"),
+            *args,
+        ]
 
     def _test(self) -> None:
         if self.config.mode == "managed":
@@ -239,7 +294,8 @@ class NginxRouter:
         self._run(self._ctl(), "starting nginx")  # the master daemonizes and writes its pid file
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if self._master_pid() and children_of(self._master_pid()):
+            master = self._master_pid()
+            if master and children_of(master):
                 self._record_workers()
                 return
             time.sleep(0.02)
@@ -253,7 +309,9 @@ class NginxRouter:
 
         binary = self.config.binary if self.config.mode == "managed" else self.config.test_command[0]
         if which(binary) is None:
-            raise ConfigError(f"router: {binary!r} not found on PATH; install NGINX (Debian: apt-get install nginx-light)")
+            raise ConfigError(
+                f"router: {binary!r} not found on PATH; install NGINX (Debian: apt-get install nginx-light)"
+            )
         if self.config.mode == "external" and not self.include.parent.is_dir():
             raise ConfigError(f"router.include_file: directory {self.include.parent} does not exist")
 
@@ -278,22 +336,147 @@ class NginxRouter:
         cur = self._read_include()
         return cur["generation"] if cur else 0
 
+    def observe(self) -> RouterState:
+        """What NGINX serves now, read from NGINX itself: its loaded generation and split.
+
+        The file is only the comparison: `configured` is what turnout last wrote, `split` what the
+        running master loaded. A master that is not running, or a listener that does not answer, is
+        `serving=False`.
+        """
+        cur = self._read_include()
+        configured = self.get_split()
+        file_gen = cur["generation"] if cur else 0
+        master = self._master_pid()
+        if master is None:
+            where = self.pid_file if self.config.mode == "external" else self.dir
+            return RouterState(
+                serving=False, split=None, configured=configured, detail=f"no NGINX master is running ({where})"
+            )
+        if self.config.mode == "managed":
+            return self._observe_status(configured, file_gen)
+        if self.config.verify_url:
+            return self._observe_headers(self.config.verify_url, configured, file_gen)
+        return self._observe_workers(master, configured)
+
+    def _observe_status(self, configured: Split | None, file_gen: int) -> RouterState:
+        """managed: ask our own listener's status location (served by NGINX from its loaded config)."""
+        url = f"http://{self.config.listen}{self.config.status_path}"
+        try:
+            with http_client(2.0, headers={"Connection": "close"}) as client:
+                r = client.get(url)
+        except httpx.HTTPError as e:
+            return RouterState(
+                serving=False,
+                split=None,
+                configured=configured,
+                detail=f"NGINX does not answer on {self.config.listen}: {type(e).__name__}: {e}",
+            )
+        gen, _, text = r.text.strip().partition(" ")
+        if r.status_code != 200 or not gen.isdigit():
+            # an older config without the status location, or another server on the port
+            if r.headers.get("x-turnout-generation"):
+                return self._from_generation(
+                    r.headers["x-turnout-generation"], r.headers.get("x-turnout-split"), configured, file_gen, url
+                )
+            return RouterState(
+                serving=False,
+                split=None,
+                configured=configured,
+                detail=f"{url} answered HTTP {r.status_code} without turnout's state: "
+                f"is another server listening on {self.config.listen}?",
+            )
+        return self._from_generation(gen, text, configured, file_gen, url)
+
+    def _observe_headers(self, url: str, configured: Split | None, file_gen: int) -> RouterState:
+        """external with verify_url: the generation (and split) headers of a response through NGINX."""
+        try:
+            with http_client(2.0, headers={"Connection": "close"}) as client:
+                r = client.get(url)
+        except httpx.HTTPError as e:
+            return RouterState(
+                serving=False,
+                split=None,
+                configured=configured,
+                detail=f"NGINX does not answer at {url}: {type(e).__name__}: {e}",
+            )
+        gen = r.headers.get("x-turnout-generation")
+        if not gen:
+            return RouterState(
+                serving=True,
+                split=None,
+                configured=configured,
+                known=False,
+                detail=f"{url} answers without X-Turnout-Generation: add the headers (README)",
+            )
+        return self._from_generation(gen, r.headers.get("x-turnout-split"), configured, file_gen, url)
+
+    def _from_generation(
+        self, gen: str, split_text: str | None, configured: Split | None, file_gen: int, url: str
+    ) -> RouterState:
+        loaded = _parse_split(split_text) if split_text else None
+        if loaded is None and gen == str(file_gen):
+            loaded = configured  # the loaded generation is the file's: its split is the file's
+        detail = f"NGINX at {url} serves generation {gen}" + (
+            "" if gen == str(file_gen) else f"; the file holds generation {file_gen}, never loaded"
+        )
+        return RouterState(
+            serving=True,
+            split=loaded,
+            configured=configured,
+            known=loaded is not None,
+            generation=int(gen) if gen.isdigit() else None,
+            detail=detail,
+        )
+
+    def _observe_workers(self, master: int, configured: Split | None) -> RouterState:
+        """external without verify_url: the file is loaded when every worker started after it was written."""
+        try:
+            written = self.include.stat().st_mtime
+        except OSError:
+            return RouterState(
+                serving=True,
+                split=None,
+                configured=None,
+                known=configured is None,
+                detail="turnout's include file does not exist yet",
+            )
+        workers = children_of(master)
+        started = [process_started_at(w) for w in workers]
+        if workers and all(t is not None and t >= written for t in started):
+            return RouterState(
+                serving=True,
+                split=configured,
+                configured=configured,
+                detail=f"every worker of master {master} started after {self.include} was written",
+            )
+        return RouterState(
+            serving=True,
+            split=None,
+            configured=configured,
+            known=False,
+            detail=f"workers of master {master} predate {self.include}: it may not be loaded; set "
+            "verify_url to let turnout read the loaded split",
+        )
+
     def plan(self, split: Split, backends: dict[str, list[str]]) -> str:
         """A unified diff of the include file."""
         old = self.include.read_text() if self.include.is_file() else ""
         new = self.render_include(split, backends, self.generation() + 1)
-        diff = difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                    str(self.include) + " (now)", str(self.include) + " (planned)")
+        diff = difflib.unified_diff(
+            old.splitlines(True), new.splitlines(True), str(self.include) + " (now)", str(self.include) + " (planned)"
+        )
         return "".join(diff) or "(no change)\n"
 
     def apply(self, split: Split, backends: dict[str, list[str]]) -> None:
         """Write, test, reload; the previous file comes back if the test or the reload fails."""
         cur = self._read_include()
-        if cur and self.get_split() == split and self._backends_match(cur, backends) and self.running():
-            return  # idempotent: already in force
+        if cur and self.get_split() == split and self._backends_match(cur, backends):
+            now = self.observe()
+            if now.serving and now.generation == cur["generation"]:
+                return  # idempotent: already loaded and in force (a written but unloaded file is reloaded)
         new = self.render_include(split, backends, (cur["generation"] if cur else 0) + 1)
         self.include.parent.mkdir(parents=True, exist_ok=True)
-        if self.config.mode == "managed":
+        if self.main_conf is not None:  # managed mode: turnout writes NGINX's whole config
             (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
             _atomic_write(self.main_conf, self.render_main())
         prev = self.include.with_name(self.include.name + ".prev")
@@ -301,16 +484,20 @@ class NginxRouter:
         if had_prev:
             os.replace(self.include, prev)
         try:
+            crash_point("router-write:before")
             _atomic_write(self.include, new)
+            crash_point("router-write:after")  # the file says the new split, NGINX still serves the old one
             self._test()
+            crash_point("router-reload:before")
             if self.config.mode == "managed" and not self.running():
                 self._start_managed()
             elif self.config.mode == "managed":
                 self._run(self._ctl("-s", "reload"), "nginx reload")
             else:
-                if not self.running():
+                master = self._master_pid()
+                if master is None:
                     raise BackendError(f"the operator's NGINX is not running (no live master in {self.pid_file})")
-                self._last_workers = children_of(self._master_pid())
+                self._last_workers = children_of(master)
                 self._run(self.config.reload_command, "nginx reload")
         except BackendError:
             if had_prev:
@@ -318,6 +505,7 @@ class NginxRouter:
             else:
                 self.include.unlink(missing_ok=True)
             raise
+        crash_point("router-reload:after")
 
     def _backends_match(self, cur: dict[str, Any], backends: dict[str, list[str]]) -> bool:
         return cur["slots"] == {a: s for s in SLOTS for a in backends.get(s, [])}
@@ -331,9 +519,10 @@ class NginxRouter:
         want_gen = str(self.generation())
         live = set(split.live_slots())
         need = self.config.verify_consecutive
-        streak, seen, probes, last = 0, {}, 0, ""
+        seen: dict[str, int] = {}  # responses per slot
+        streak, probes, last = 0, 0, ""
         start = time.monotonic()
-        with httpx.Client(timeout=2.0, headers={"Connection": "close"}) as client:
+        with http_client(2.0, headers={"Connection": "close"}) as client:
             while time.monotonic() - start < timeout:
                 probes += 1
                 try:
@@ -350,8 +539,13 @@ class NginxRouter:
                 if streak >= need:
                     if self.config.mode == "managed":
                         self._record_workers()
-                    return {"verified_by": url, "generation": int(want_gen), "probes": probes,
-                            "seconds": round(time.monotonic() - start, 3), "slots_seen": seen}
+                    return {
+                        "verified_by": url,
+                        "generation": int(want_gen),
+                        "probes": probes,
+                        "seconds": round(time.monotonic() - start, 3),
+                        "slots_seen": seen,
+                    }
                 time.sleep(0.01 if ok else 0.05)
         raise BackendError(
             f"NGINX did not confirm split {split} (generation {want_gen}) within {timeout:g}s at {url}; "
@@ -364,7 +558,7 @@ class NginxRouter:
         After SIGHUP the master starts new workers, sleeps ~100 ms, then tells the old ones to quit;
         until then they still accept connections with the old config.
         """
-        old = getattr(self, "_last_workers", set())
+        old: set[int] = getattr(self, "_last_workers", set())
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             master = self._master_pid()
@@ -372,8 +566,11 @@ class NginxRouter:
                 raise BackendError(f"the NGINX master in {self.pid_file} died during the reload")
             workers = children_of(master)
             if workers - old and not any(_accepting(w) for w in old & workers):
-                return {"verified_by": "new workers", "workers": sorted(workers - old),
-                        "seconds": round(time.monotonic() - start, 3)}
+                return {
+                    "verified_by": "new workers",
+                    "workers": sorted(workers - old),
+                    "seconds": round(time.monotonic() - start, 3),
+                }
             time.sleep(0.02)
         raise BackendError(f"NGINX did not replace its workers within {timeout:g}s; the reload was not applied")
 
@@ -397,6 +594,20 @@ class NginxRouter:
             time.sleep(0.05)
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
+        return None
+
+
+def _split_text(split: Split) -> str:
+    """How the loaded config states its split (`blue=90,green=10`)."""
+    return ",".join(f"{s}={split.weight(s)}" for s in SLOTS)
+
+
+def _parse_split(text: str) -> Split | None:
+    """The inverse of `_split_text`; None for anything else."""
+    try:
+        weights = dict(part.split("=", 1) for part in text.strip().split(","))
+        return Split(**{s: int(weights[s]) for s in SLOTS})
+    except (ValueError, KeyError):
         return None
 
 

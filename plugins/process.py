@@ -7,25 +7,29 @@ that started it; its PID, start time, command and log files are recorded in
 `<state_dir>/slots/<slot>/`. Stopping sends SIGTERM to its process group, then SIGKILL after
 `stop_grace` seconds. Only processes whose PID *and* start time match the record are signalled,
 so a recycled PID is never killed.
+
+A slot's process gets only the environment its file names (see `slot_environment`): a small base,
+`env` values and the `pass_env` variables, never the rest of turnout's environment (which may
+hold secrets such as a Slack webhook or a database URL meant for turnout alone).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import turnout
-from turnout.addresses import parse_address, port_in_use
+from turnout.addresses import parse_address, port_in_use, resolve
 from turnout.config import Environment
 from turnout.errors import BackendError, ConfigError
 from turnout.interfaces import Registration
@@ -34,6 +38,25 @@ from turnout.procs import start_ticks
 
 NAME = "process"
 _PLACEHOLDERS = {"image", "host", "port", "slot", "python", "state_dir"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SET_BY_TURNOUT = ("TURNOUT_SLOT", "TURNOUT_RELEASE")
+# What every slot inherits from turnout's environment, and why: PATH finds the command and what it runs;
+# LANG and LC_* give it the operator's text encoding (Python's UTF-8 mode, sorting, formatting); TZ makes
+# its log times match turnout's; HOME is where runtimes and libraries look for their config and caches
+# (many fail without it). Nothing else: secrets and turnout's own settings stay with turnout.
+_BASE_ENV = ("PATH", "LANG", "TZ", "HOME")
+
+
+def slot_environment(
+    env: dict[str, str], pass_env: list[str], slot: str, release: str, source: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a slot's process: the base, `pass_env` names from `source`, `env`, slot and release."""
+    src: Mapping[str, str] = os.environ if source is None else source
+    out = {k: v for k, v in src.items() if k in _BASE_ENV or k.startswith("LC_")}
+    out.update({k: src[k] for k in pass_env if k in src})
+    out.update(env)  # a value written in the file wins over one passed through
+    out.update(TURNOUT_SLOT=slot, TURNOUT_RELEASE=release)
+    return out
 
 
 def _address(value: str) -> str:
@@ -49,10 +72,15 @@ class ProcessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(..., min_length=1, description="Argument list with {image} {host} {port} {slot} {python} {state_dir}.")
+    command: list[str] = Field(
+        ..., min_length=1, description="Argument list with {image} {host} {port} {slot} {python} {state_dir}."
+    )
     slots: dict[str, list[Address]] = Field(..., description="blue/green -> host:port (or a list of them).")
     cwd: str | None = Field(None, description="Working directory, relative to the project root.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set for the slot's processes.")
+    pass_env: list[str] = Field(
+        default_factory=list, description="Names of turnout's environment variables passed through to the slots."
+    )
     stop_grace: float = Field(10.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
 
     @field_validator("slots", mode="before")
@@ -73,8 +101,18 @@ class ProcessConfig(BaseModel):
                     raise ValueError(f"unknown placeholder {{{field}}} in {arg!r}; known: {sorted(_PLACEHOLDERS)}")
         return v
 
+    @field_validator("pass_env")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits, '_')")
+            if name in _SET_BY_TURNOUT:
+                raise ValueError(f"{name} is set by turnout for each slot; it cannot be passed through")
+        return v
+
     @model_validator(mode="after")
-    def _two_slots(self) -> "ProcessConfig":
+    def _two_slots(self) -> ProcessConfig:
         if set(self.slots) != set(SLOTS):
             raise ValueError(f"slots must name exactly blue and green, got {sorted(self.slots)}")
         seen: set[str] = set()
@@ -120,8 +158,14 @@ class ProcessTarget:
 
     def _argv(self, slot: str, release: str, address: str) -> list[str]:
         host, port = parse_address(address)
-        values = dict(image=release, host=host, port=port, slot=slot, python=sys.executable,
-                      state_dir=str(self.environment.state_dir))
+        values = dict(
+            image=release,
+            host=host,
+            port=port,
+            slot=slot,
+            python=sys.executable,
+            state_dir=str(self.environment.state_dir),
+        )
         return [arg.format(**values) for arg in self.config.command]
 
     def _cwd(self) -> Path:
@@ -130,9 +174,15 @@ class ProcessTarget:
     # -- DeployTarget --------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """The working directory must exist."""
+        """The working directory must exist and every slot host must resolve (a name lookup; nothing is sent)."""
         if not self._cwd().is_dir():
             raise ConfigError(f"target.cwd: directory {self._cwd()} does not exist")
+        for slot, addresses in self.config.slots.items():
+            for address in addresses:
+                try:
+                    resolve(*parse_address(address))
+                except ValueError as e:
+                    raise ConfigError(f"target.slots.{slot}: {address}: {e}") from None
 
     def endpoints(self, slot: str) -> list[str]:
         """The slot's configured addresses."""
@@ -153,20 +203,35 @@ class ProcessTarget:
                 )
         d = self._slot_dir(slot)
         d.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.config.env, "TURNOUT_SLOT": slot, "TURNOUT_RELEASE": release}
+        env = slot_environment(self.config.env, self.config.pass_env, slot, release)
         urls = []
         for i, addr in enumerate(self.endpoints(slot)):
             argv = self._argv(slot, release, addr)
             out, err = d / f"replica-{i}.out.log", d / f"replica-{i}.err.log"
             with open(out, "ab") as fo, open(err, "ab") as fe:
                 try:
-                    proc = subprocess.Popen(argv, cwd=self._cwd(), env=env, stdin=subprocess.DEVNULL,
-                                            stdout=fo, stderr=fe, start_new_session=True)
+                    proc = subprocess.Popen(
+                        argv,
+                        cwd=self._cwd(),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=fo,
+                        stderr=fe,
+                        start_new_session=True,
+                    )
                 except OSError as e:
                     raise BackendError(f"slot {slot}: cannot run {argv[0]!r}: {e}") from e
             self._children[proc.pid] = proc
-            record = dict(pid=proc.pid, start_ticks=start_ticks(proc.pid), release=release, address=addr,
-                          argv=argv, stdout=str(out), stderr=str(err), started_at=utcnow().isoformat())
+            record = dict(
+                pid=proc.pid,
+                start_ticks=start_ticks(proc.pid),
+                release=release,
+                address=addr,
+                argv=argv,
+                stdout=str(out),
+                stderr=str(err),
+                started_at=utcnow().isoformat(),
+            )
             tmp = d / f".replica-{i}.json.tmp"
             tmp.write_text(json.dumps(record, indent=2))
             os.replace(tmp, d / f"replica-{i}.json")
@@ -210,8 +275,14 @@ class ProcessTarget:
             tail = [line.strip() for line in _tail(Path(r["stderr"]), 3).splitlines() if line.strip()]
             if tail:
                 detail += f"; last stderr: {' | '.join(tail)}"
-        return SlotStatus(slot=slot, state="exited" if dead else "running", release=recs[0].get("release"),
-                          endpoints=[r["address"] for r in recs], pid=recs[0]["pid"], detail=detail)
+        return SlotStatus(
+            slot=slot,
+            state="exited" if dead else "running",
+            release=recs[0].get("release"),
+            endpoints=[r["address"] for r in recs],
+            pid=recs[0]["pid"],
+            detail=detail,
+        )
 
     def logs(self, slot: str, lines: int = 100) -> str:
         """The tail of each replica's stdout and stderr."""

@@ -45,8 +45,19 @@ class PrometheusConfig(BaseModel):
 
     url: str = Field(..., description="Prometheus base URL, e.g. http://127.0.0.1:9090")
     timeout: float = Field(5.0, gt=0, description="Seconds per query.")
-    window_margin: float = Field(2.0, ge=0, description="Seconds added to each window: about two scrape "
-                                 "intervals, so the samples around the window's start are inside it.")
+    window_margin: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds added to each window: about two scrape "
+        "intervals, so the samples around the window's start are inside it.",
+    )
+    series_wait: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds the series check before traffic moves waits "
+        "for a slot's series to appear: a Prometheus started moments ago, or a slot "
+        "it has not scraped yet, is not yet a misconfiguration.",
+    )
     queries: PromQLTemplates = Field(default_factory=PromQLTemplates)
 
 
@@ -75,7 +86,8 @@ class PrometheusProvider:
         from prometheus_api_client import PrometheusConnect
 
         if not hasattr(self, "_pc"):
-            self._pc = PrometheusConnect(url=self.config.url, disable_ssl=True)
+            # a client-side timeout too: a Prometheus that answers late is a measurement error, not a stall
+            self._pc = PrometheusConnect(url=self.config.url, disable_ssl=True, timeout=self.config.timeout)
         return self._pc
 
     @staticmethod
@@ -86,6 +98,70 @@ class PrometheusProvider:
         """Run every template once: a rejected query is a ConfigError, an unreachable server a BackendError."""
         for name in ("requests", "errors", "latency_buckets"):
             self._query(getattr(self.config.queries, name), "blue", "1m")
+
+    def check_series(self, slot: str, endpoints: list[str], fresh: bool = False) -> None:
+        """Every series the requests and latency templates select exists for `slot` in Prometheus.
+
+        Asked of Prometheus' series API with each `name{labels}` selector of the templates (`$slot`
+        substituted), so it does not depend on having data yet: a selector that matches nothing means
+        the metric names or labels do not match what Prometheus holds, and the error lists the names it
+        does hold. A `fresh` slot is skipped: Prometheus may not have scraped it yet. Missing series
+        are asked again for up to `series_wait` seconds before that is an error.
+        """
+        if fresh:
+            return
+        deadline = time.monotonic() + self.config.series_wait
+        while True:
+            missing = self._missing_series(slot)
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"metrics.queries: no series match {', '.join(missing)} for slot {slot} at "
+                    f"{self.config.url} after {self.config.series_wait:g}s; Prometheus has: "
+                    f"{self._names() or 'no metrics'}"
+                )
+            time.sleep(1.0)  # about one scrape interval of a test setup; a real one finds them at once
+
+    def _missing_series(self, slot: str) -> list[str]:
+        """The `name (selector)` of each templated selector that matches no series for `slot`."""
+        import re
+
+        import httpx
+
+        q = self.config.queries
+        missing = []
+        for name in ("requests", "latency_buckets"):
+            template = getattr(q, name).replace("$slot", slot).replace("$release", "")
+            for selector in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*\{[^{}]*\}", template):
+                try:
+                    r = httpx.get(
+                        f"{self.config.url.rstrip('/')}/api/v1/series",
+                        params={"match[]": selector},
+                        timeout=self.config.timeout,
+                    )
+                    found = r.json().get("data") if r.status_code == 200 else None
+                except (httpx.HTTPError, ValueError) as e:
+                    raise BackendError(f"Prometheus at {self.config.url} did not answer: {type(e).__name__}") from e
+                if found is None:
+                    raise ConfigError(
+                        f"metrics.queries.{name}: Prometheus refuses the selector {selector!r}: "
+                        f"HTTP {r.status_code} {r.text[:200]}"
+                    )
+                if not found:
+                    missing.append(f"{name} ({selector})")
+        return missing
+
+    def _names(self) -> str:
+        """Metric names Prometheus holds that look like request counters or latency histograms."""
+        import re
+
+        try:
+            names = self._client().all_metrics()
+        except Exception:
+            return "(could not list its metric names)"
+        hits = [n for n in names if re.search(r"request|latency|duration|http", n, re.I)]
+        return ", ".join(hits[:15])
 
     def begin(self, slot: str, endpoints: list[str]) -> None:
         """Remember when the window starts."""
@@ -101,15 +177,25 @@ class PrometheusProvider:
             requests = self._scalar(self._query(q.requests, slot, window))
             errors = self._scalar(self._query(q.errors, slot, window))
             rows = self._query(q.latency_buckets, slot, window)
+            buckets = sorted((float(r["metric"].get("le", "+Inf")), float(r["value"][1])) for r in rows)
         except ConfigError as e:  # a template that failed now failed at validate too; keep it an error here
             raise BackendError(str(e)) from e
-        buckets = sorted((float(r["metric"].get("le", "+Inf")), float(r["value"][1])) for r in rows)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise BackendError(
+                f"Prometheus at {self.config.url} answered something that is not a vector of "
+                f"numbers: {type(e).__name__}: {e}"
+            ) from e
         if buckets and not math.isinf(buckets[-1][0]):
             buckets.append((math.inf, buckets[-1][1]))
         self._start[slot] = time.time()
-        return SlotMetrics(slot=slot, window=seconds, requests=round(requests, 3), errors=round(errors, 3),
-                           buckets=buckets, source={"kind": NAME, "url": self.config.url, "window": window,
-                                                    "queries": q.model_dump()})
+        return SlotMetrics.measured(
+            slot=slot,
+            window=seconds,
+            requests=round(requests, 3),
+            errors=round(errors, 3),
+            buckets=buckets,
+            source={"kind": NAME, "url": self.config.url, "window": window, "queries": q.model_dump()},
+        )
 
 
 @turnout.hookimpl

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, ConfigDict, Field
 
 import turnout
 from turnout.config import Environment
-from turnout.errors import BackendError
+from turnout.errors import BackendError, ConfigError
+from turnout.health import http_client
 from turnout.interfaces import Registration
 from turnout.metrics import SlotMetrics
 
@@ -32,7 +33,9 @@ class ScrapeConfig(BaseModel):
 
     path: str = Field("/metrics", description="Where each slot endpoint serves Prometheus text.")
     requests_metric: str = Field("http_requests_total", description="Counter of requests, with a status label.")
-    status_labels: list[str] = Field(default_factory=lambda: ["code", "status"], description="The status label's name(s).")
+    status_labels: list[str] = Field(
+        default_factory=lambda: ["code", "status"], description="The status label's name(s)."
+    )
     duration_metric: str = Field("http_request_duration_seconds", description="Latency histogram (seconds).")
     timeout: float = Field(2.0, gt=0, description="Seconds per scrape.")
 
@@ -64,7 +67,11 @@ class ScrapeProvider:
             raise BackendError(f"scrape of {url} failed: {type(e).__name__}: {e}") from e
         snap = _Snapshot(at=time.monotonic())
         req, dur = self.config.requests_metric, self.config.duration_metric
-        for family in text_string_to_metric_families(r.text):
+        try:
+            families = list(text_string_to_metric_families(r.text))
+        except Exception as e:  # the parser raises ValueError, IndexError, ... on garbage
+            raise BackendError(f"{url} is not Prometheus text: {type(e).__name__}: {e}") from e
+        for family in families:
             for s in family.samples:
                 if s.name == req:
                     snap.requests += s.value
@@ -72,12 +79,51 @@ class ScrapeProvider:
                     if status.startswith("5"):
                         snap.errors += s.value
                 elif s.name == dur + "_bucket":
-                    le = float(s.labels["le"])
+                    try:
+                        le = float(s.labels["le"])
+                    except (KeyError, ValueError):
+                        raise BackendError(f"{url}: {s.name} has a sample without a numeric le label") from None
                     snap.buckets[le] = snap.buckets.get(le, 0.0) + s.value
         return snap
 
+    def check_series(self, slot: str, endpoints: list[str], fresh: bool = False) -> None:
+        """Every endpoint exposes the requests counter (with a status label) and the duration histogram."""
+        with http_client(self.config.timeout, headers={"Connection": "close"}) as client:
+            for ep in endpoints:
+                url = f"http://{ep}{self.config.path}"
+                try:
+                    r = client.get(url)
+                    r.raise_for_status()
+                    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+                except Exception as e:
+                    raise ConfigError(
+                        f"metrics: slot {slot} does not serve Prometheus text at {url}: {type(e).__name__}: {e}"
+                    ) from None
+                problems = []
+                req = families.get(self.config.requests_metric.removesuffix("_total"))
+                if req is None or req.type != "counter":
+                    problems.append(f"no counter {self.config.requests_metric} (metrics.requests_metric)")
+                elif req.samples and not any(k in smp.labels for smp in req.samples for k in self.config.status_labels):
+                    problems.append(
+                        f"{self.config.requests_metric} has none of the status labels "
+                        f"{self.config.status_labels} (metrics.status_labels); its labels: "
+                        f"{sorted({k for smp in req.samples for k in smp.labels})}"
+                    )
+                dur = families.get(self.config.duration_metric)
+                if dur is None or dur.type != "histogram":
+                    problems.append(f"no histogram {self.config.duration_metric} (metrics.duration_metric)")
+                if problems:
+                    found = sorted(
+                        f"{f.name} ({f.type})" for f in families.values() if f.type in ("counter", "histogram")
+                    )
+                    raise ConfigError(
+                        f"metrics: slot {slot} at {url}: "
+                        + "; ".join(problems)
+                        + f". It exposes: {', '.join(found[:12]) or 'no counters or histograms'}"
+                    )
+
     def _scrape_all(self, endpoints: list[str]) -> dict[str, _Snapshot]:
-        with httpx.Client(timeout=self.config.timeout, headers={"Connection": "close"}) as client:
+        with http_client(self.config.timeout, headers={"Connection": "close"}) as client:
             return {ep: self._scrape(ep, client) for ep in endpoints}
 
     def begin(self, slot: str, endpoints: list[str]) -> None:
@@ -106,9 +152,14 @@ class ScrapeProvider:
         cumulative = sorted(buckets.items())
         if cumulative and not math.isinf(cumulative[-1][0]):
             cumulative.append((math.inf, cumulative[-1][1]))
-        return SlotMetrics(slot=slot, window=max(windows, default=0.0), requests=requests, errors=max(errors, 0.0),
-                           buckets=cumulative,
-                           source={"kind": NAME, "urls": [f"http://{ep}{self.config.path}" for ep in endpoints]})
+        return SlotMetrics.measured(
+            slot=slot,
+            window=max(windows, default=0.0),
+            requests=requests,
+            errors=max(errors, 0.0),
+            buckets=cumulative,
+            source={"kind": NAME, "urls": [f"http://{ep}{self.config.path}" for ep in endpoints]},
+        )
 
 
 @turnout.hookimpl

@@ -18,8 +18,12 @@ from turnout.models import DeploymentEvent
 
 NAME = "slack"
 
-_ICONS = {"promoted": ":white_check_mark:", "aborted": ":rewind:", "failed": ":rotating_light:",
-          "rolled-back": ":leftwards_arrow_with_hook:"}
+_ICONS = {
+    "promoted": ":white_check_mark:",
+    "aborted": ":rewind:",
+    "failed": ":rotating_light:",
+    "rolled-back": ":leftwards_arrow_with_hook:",
+}
 
 
 class SlackConfig(BaseModel):

@@ -15,8 +15,9 @@ from turnout.runtime import Runtime
 
 
 @task(name="snapshot-failing-slot", cache_policy=NO_CACHE)
-def snapshot_slot(rt: Runtime, deployment_id: int, slot: str, release: str | None, why: str,
-                  evidence: dict[str, Any] | None = None) -> Path:
+def snapshot_slot(
+    rt: Runtime, deployment_id: int, slot: str, release: str | None, why: str, *, evidence: dict[str, Any] | None = None
+) -> Path:
     """Save the slot's last output, its raw /metrics and the trigger's evidence under `incidents/`.
 
     Best effort by design: a dead process has no /metrics, and that is written down rather than
@@ -43,10 +44,23 @@ def snapshot_slot(rt: Runtime, deployment_id: int, slot: str, release: str | Non
     except Exception as e:
         status = {"error": str(e)}
     split = rt.router.get_split()
-    summary = {"deployment_id": deployment_id, "slot": slot, "release": release, "why": why, "at": utcnow().isoformat(),
-               "target_status": status, "split": split.as_dict() if split else None, "evidence": evidence or {}}
+    summary = {
+        "deployment_id": deployment_id,
+        "slot": slot,
+        "release": release,
+        "why": why,
+        "at": utcnow().isoformat(),
+        "target_status": status,
+        "split": split.as_dict() if split else None,
+        "evidence": evidence or {},
+    }
     (folder / "incident.json").write_text(json.dumps(summary, indent=2, default=str))
     get_run_logger().info("saved what slot %s (%s) left behind to %s", slot, release, folder)
-    rt.emit("incident.saved", deployment_id, release=release, message=f"slot {slot} snapshot saved to {folder}",
-            data={"slot": slot, "path": str(folder)})
+    rt.emit(
+        "incident.saved",
+        deployment_id,
+        release=release,
+        message=f"slot {slot} snapshot saved to {folder}",
+        data={"slot": slot, "path": str(folder)},
+    )
     return folder

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from turnout.faults import crash_point
 from turnout.models import Split
 from turnout.runtime import Runtime
+from turnout.signals import shielded
 
 
 @task(name="shift-traffic", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[0.5, 2])
@@ -21,13 +22,20 @@ def shift_traffic(rt: Runtime, deployment_id: int, split: Split, phase: str = "s
     """
     logger = get_run_logger()
     before = rt.router.get_split()
-    action = rt.ledger.intent(deployment_id, phase, "shift-traffic",
-                              before=before.as_dict() if before else None, after=split.as_dict())
-    rt.emit("phase.started", deployment_id, phase=phase, message=f"shifting traffic to {split}",
-            data={"split": split.as_dict()})
+    action = rt.ledger.intent(
+        deployment_id, phase, "shift-traffic", before=before.as_dict() if before else None, after=split.as_dict()
+    )
+    rt.emit(
+        "phase.started",
+        deployment_id,
+        phase=phase,
+        message=f"shifting traffic to {split}",
+        data={"split": split.as_dict()},
+    )
     try:
-        crash_point("shift:before-apply", phase)
-        rt.router.apply(split, rt.backends())
+        crash_point("shift:before", phase)
+        with shielded():  # a reload is never cut in half by Ctrl-C; the signal is raised once it is done
+            rt.router.apply(split, rt.backends())
         crash_point("shift:applied", phase)
         evidence = rt.router.verify(split, rt.backends(), None)
         crash_point("shift:verified", phase)
@@ -36,9 +44,15 @@ def shift_traffic(rt: Runtime, deployment_id: int, split: Split, phase: str = "s
         raise
     rt.ledger.set_split(rt.name, split)
     rt.ledger.result(action, True, **evidence)
+    crash_point("shift:after", phase)
     logger.info("traffic now %s (verified in %ss)", split, evidence.get("seconds"))
-    rt.emit("traffic.shifted", deployment_id, phase=phase, message=f"traffic now {split}",
-            data={"split": split.as_dict(), "evidence": evidence})
+    rt.emit(
+        "traffic.shifted",
+        deployment_id,
+        phase=phase,
+        message=f"traffic now {split}",
+        data={"split": split.as_dict(), "evidence": evidence},
+    )
     return evidence
 
 

@@ -29,13 +29,24 @@ def _line(elapsed: float, seconds: float, m: SlotMetrics | None, health: str, ve
     if m is None:
         return f"watch {elapsed:>4.0f}s/{seconds:g}s: {verdict}"
     p95 = "-" if m.p95 is None else f"{m.p95 * 1000:.0f}ms"
-    return (f"watch {elapsed:>4.0f}s/{seconds:g}s: {m.requests:>6.0f} req 5xx {_pct(m.error_rate):>6} p95 {p95:>6} "
-            f"health {health} -> {verdict}")
+    return (
+        f"watch {elapsed:>4.0f}s/{seconds:g}s: {m.requests:>6.0f} req 5xx {_pct(m.error_rate):>6} p95 {p95:>6} "
+        f"health {health} -> {verdict}"
+    )
 
 
 @task(name="watch-release", cache_policy=NO_CACHE)
-def watch_release(rt: Runtime, deployment_id: int, provider: Any, *, slot: str, release: str, urls: list[str],
-                  seconds: float, config: RollbackConfig) -> WatchResult:
+def watch_release(
+    rt: Runtime,
+    deployment_id: int,
+    provider: Any,
+    *,
+    slot: str,
+    release: str,
+    urls: list[str],
+    seconds: float,
+    config: RollbackConfig,
+) -> WatchResult:
     """Watch `slot` for `seconds`; return at the first trigger, or with the window's verdict.
 
     Triggers: the rollback rules (turnout.watch), the release's process gone, or `turnout rollback`
@@ -54,16 +65,21 @@ def watch_release(rt: Runtime, deployment_id: int, provider: Any, *, slot: str, 
         result.evidence.update(evidence)
         v = Verdict(gate="watch", phase=Phase.WATCH, outcome=Outcome.FAIL, reason=trigger, evidence=result.evidence)
         rt.ledger.record_verdict(deployment_id, v)
-        rt.emit("gate.verdict", deployment_id, phase="watch", release=release,
-                message=_line(time.monotonic() - start, seconds, None, "", f"ROLLBACK ({trigger})"),
-                data={"outcome": "fail", "trigger": trigger})
+        rt.emit(
+            "gate.verdict",
+            deployment_id,
+            phase="watch",
+            release=release,
+            message=_line(time.monotonic() - start, seconds, None, "", f"ROLLBACK ({trigger})"),
+            data={"outcome": "fail", "trigger": trigger},
+        )
         return result
 
     crash_point("watch")
     while time.monotonic() < end:
         try:
             provider.begin(slot, eps)
-        except BackendError:
+        except Exception:
             pass  # counted below when the measurement fails too
         tick_end = min(end, time.monotonic() + config.interval)
         while time.monotonic() < tick_end:
@@ -78,9 +94,9 @@ def watch_release(rt: Runtime, deployment_id: int, provider: Any, *, slot: str, 
         m = None
         try:
             m = provider.measure(slot, eps)
-        except BackendError as e:
+        except Exception as e:  # never a trigger, never clean: an error
             result.errors += 1
-            measured = f"measurement error: {e}"
+            measured = f"measurement error: {e if isinstance(e, BackendError) else f'{type(e).__name__}: {e}'}"
         ok, rows = probe(urls, paths, rt.environment.health.max_response_time)
         failing = "; ".join(f"{r['url']}: {r['why']}" for r in rows if not r["ok"])
         now = time.monotonic()
@@ -93,14 +109,23 @@ def watch_release(rt: Runtime, deployment_id: int, provider: Any, *, slot: str, 
             else:
                 measured = f"too little traffic ({m.requests:g} < {config.min_requests})"
         evidence = {"metrics": m.summary() if m else None, "health": rows, "measurement": result.measurements}
-        rt.emit("gate.verdict", deployment_id, phase="watch", release=release,
-                message=_line(now - start, seconds, m, "ok" if ok else "FAILING", "ROLLBACK" if trigger else measured),
-                data={"outcome": "fail" if trigger else "pass", "evidence": evidence})
+        rt.emit(
+            "gate.verdict",
+            deployment_id,
+            phase="watch",
+            release=release,
+            message=_line(now - start, seconds, m, "ok" if ok else "FAILING", "ROLLBACK" if trigger else measured),
+            data={"outcome": "fail" if trigger else "pass", "evidence": evidence},
+        )
         if trigger:
             return stop(trigger, **evidence)
     result.seconds = round(time.monotonic() - start, 3)
-    v = Verdict(gate="watch", phase=Phase.WATCH, outcome=Outcome.PASS if result.clean else Outcome.INCONCLUSIVE,
-                reason=result.summary(), evidence={"measurements": result.measurements,
-                                                   "conclusive": result.conclusive, "errors": result.errors})
+    v = Verdict(
+        gate="watch",
+        phase=Phase.WATCH,
+        outcome=Outcome.PASS if result.clean else Outcome.INCONCLUSIVE,
+        reason=result.summary(),
+        evidence={"measurements": result.measurements, "conclusive": result.conclusive, "errors": result.errors},
+    )
     rt.ledger.record_verdict(deployment_id, v)
     return result

@@ -15,7 +15,7 @@ class _Handler(BaseHTTPRequestHandler):
         # headers and body go out in two writes: without NODELAY each keep-alive answer waits 40 ms
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         body = f"{self.server.name}\n".encode()
         self.send_response(self.server.status)
         self.send_header("X-Release", self.server.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Project
+from conftest import Project, snapshot
 from turnout.addresses import parse_address, port_in_use
 
 
@@ -41,8 +41,20 @@ def test_unknown_router_kind_lists_the_known_ones(project):
     assert_untouched(project)
 
 
-@pytest.mark.parametrize("image", ["demo v2", 'demo:"v2"', "demo:'v2'", "demo:v2;rm -rf /", "demo:{v2}",
-                                   "demo:v2}", "demo:v2\nserver 10.0.0.1:80;", "$(reboot)", ""])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "demo v2",
+        'demo:"v2"',
+        "demo:'v2'",
+        "demo:v2;rm -rf /",
+        "demo:{v2}",
+        "demo:v2}",
+        "demo:v2\nserver 10.0.0.1:80;",
+        "$(reboot)",
+        "",
+    ],
+)
 def test_image_names_with_metacharacters_are_refused(project, image):
     r = project.cli("blue-green", "--image", image, "-e", "staging")
     assert r.returncode == 2, r.stderr
@@ -50,8 +62,15 @@ def test_image_names_with_metacharacters_are_refused(project, image):
     assert_untouched(project)
 
 
-@pytest.mark.parametrize("address, why", [("127.0.0.1", "is not host:port"), ("127.0.0.1:http", "no valid port"),
-                                          ("127.0.0.1:70000", "no valid port"), (":8081", "no valid host")])
+@pytest.mark.parametrize(
+    "address, why",
+    [
+        ("127.0.0.1", "is not host:port"),
+        ("127.0.0.1:http", "no valid port"),
+        ("127.0.0.1:70000", "no valid port"),
+        (":8081", "no valid host"),
+    ],
+)
 def test_slot_address_must_be_host_port(project, address, why):
     project.write(project.toml().replace(f'blue = "{project.blue}"', f'blue = "{address}"'))
     r = project.cli("blue-green", "--image", "demo:v2", "-e", "staging")
@@ -101,9 +120,134 @@ def test_unknown_placeholder_in_the_command_template(project):
 
 
 def test_validate_accepts_the_shipped_environments():
-    from turnout.runtime import validate_environment
     from conftest import ROOT
+    from turnout.runtime import validate_environment
 
     for name in ("staging", "production"):
         env = validate_environment(name, ROOT / "deployments")
         assert env.router.kind == "nginx" and env.target.kind == "process"
+
+
+def one_line(r) -> str:
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1, f"not one line:\n{err}"
+    return err
+
+
+def test_a_read_only_state_dir_is_one_line_and_exit_2(project, tmpfs):
+    tmpfs.read_only(tmpfs.mount(project.state_dir))
+    for args in (("blue-green", "--image", "demo:v1"), ("rollback",), ("recover",)):
+        r = project.cli(*args, "-e", "staging")
+        assert r.returncode == 2, (args, r.stderr)
+        err = one_line(r)
+        assert str(project.state_dir) in err and "read-only" in err, err
+    assert list(project.state_dir.iterdir()) == []
+    assert snapshot(project)["listening"] == []
+    r = project.cli("status", "-e", "staging")  # a read still answers
+    assert r.returncode == 0 and "nothing deployed yet" in r.stdout, r.stderr
+
+
+@pytest.mark.usefixtures("prefect_server", "nginx")
+def test_a_full_disk_before_a_run_is_one_line_and_exit_2_nothing_touched(project, tmpfs):
+    tmpfs.mount(project.state_dir, "4m")
+    assert project.deploy("demo:v1")["outcome"] == "promoted"
+    tmpfs.fill(project.state_dir)
+    before = snapshot(project)
+    for args in (("blue-green", "--image", "demo:v2"), ("canary", "--image", "demo:v2"), ("rollback",), ("recover",)):
+        r = project.cli(*args, "-e", "staging")
+        assert r.returncode == 2, (args, r.stderr)
+        err = one_line(r)
+        assert str(project.state_dir) in err and "free" in err, err
+        assert snapshot(project) == before, args
+    assert project.get().headers["x-release"] == "demo:v1"
+    # Even a read needs room: SQLite creates its shared-memory file to read a WAL database. One line, exit 2.
+    r = project.cli("status", "-e", "staging")
+    assert r.returncode == 2 and "KiB free" in one_line(r), r.stderr
+
+
+FLOAT_OPTIONS = [
+    ("blue-green", "--health-check-timeout"),
+    ("blue-green", "--traffic-switch-delay"),
+    ("blue-green", "--watch"),
+    ("canary", "--duration"),
+    ("canary", "--interval"),
+    ("canary", "--approval-timeout"),
+    ("canary", "--health-check-timeout"),
+    ("canary", "--watch"),
+]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_float_options_refuse_nan_and_infinity(project, value):
+    from click.testing import CliRunner
+
+    from turnout.app.cli import cli
+
+    for command, option in FLOAT_OPTIONS:
+        r = CliRunner().invoke(
+            cli,
+            [command, "--image", "demo:v2", "-e", "staging", "--config-dir", str(project.cdir), f"{option}={value}"],
+        )
+        assert r.exit_code == 2, (command, option, r.output)
+        assert option in r.output and "finite" in r.output, r.output
+        assert "Traceback" not in r.output
+    assert_untouched(project)
+
+
+@pytest.mark.parametrize("stages", ["10,,100", ",10,100", "10,100,", "10, ,100", ""])
+def test_ramp_stages_with_an_empty_element_are_refused(project, stages):
+    r = project.cli("canary", "--image", "demo:v2", "-e", "staging", "--ramp-stages", stages)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()[-1]  # click's usage error: usage, hint, then the one line that matters
+    assert "--ramp-stages" in err and repr(stages) in err and "empty" in err, err
+    assert_untouched(project)
+
+
+def test_an_over_long_image_tag_is_cut_in_the_error(project):
+    image = "demo:" + "v" * 300
+    for command in ("blue-green", "canary"):
+        r = project.cli(command, "--image", image, "-e", "staging")
+        assert r.returncode == 2
+        assert image[:60] + "…" in r.stderr and image[:61] not in r.stderr, r.stderr
+    bad = "demo:" + "x" * 100 + ";rm"
+    r = project.cli("blue-green", "--image", bad, "-e", "staging")
+    assert r.returncode == 2 and bad[:60] + "…" in r.stderr and bad[:61] not in r.stderr and "';'" in r.stderr
+    assert_untouched(project)
+
+
+@pytest.mark.parametrize("image", ["demo v2", "demo:v2;rm -rf /", "$(reboot)", ""])
+def test_canary_names_the_image_option(project, image):
+    r = project.cli("canary", "--image", image, "-e", "staging")
+    assert r.returncode == 2, r.stderr
+    assert "--image" in r.stderr, r.stderr
+    assert_untouched(project)
+
+
+def test_validate_refuses_a_slot_on_the_routers_listen_address(project):
+    _host, port = project.listen.split(":")
+    for same in (project.listen, f"localhost:{port}"):  # the same socket, written another way
+        project.write(project.toml().replace(f'green = "{project.green}"', f'green = "{same}"'))
+        r = project.cli("validate", "-e", "staging")
+        assert r.returncode == 2, r.stdout
+        err = one_line(r)
+        assert "target.slots.green" in err and "router" in err and project.listen in err, err
+    assert_untouched(project)
+
+
+def test_validate_refuses_a_slot_host_that_does_not_resolve(project):
+    project.write(project.toml().replace(f'blue = "{project.blue}"', 'blue = "no-such-host.invalid:8081"'))
+    r = project.cli("validate", "-e", "staging")
+    assert r.returncode == 2, r.stdout
+    err = one_line(r)
+    assert "target.slots.blue" in err and "no-such-host.invalid" in err and "does not resolve" in err, err
+    r = project.cli("blue-green", "--image", "demo:v2", "-e", "staging")
+    assert r.returncode == 2 and "does not resolve" in r.stderr
+    assert_untouched(project)
+
+
+def test_validate_allows_a_real_host_outside_loopback(project):
+    # 192.0.2.0/24 is TEST-NET-1: it resolves (a literal) and validate sends nothing to it.
+    project.write(project.toml().replace(f'green = "{project.green}"', 'green = "192.0.2.10:8082"'))
+    r = project.cli("validate", "-e", "staging")
+    assert r.returncode == 0, r.stderr
+    assert_untouched(project)

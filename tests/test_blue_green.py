@@ -78,7 +78,11 @@ def test_cli_exit_codes_and_a_release_that_never_becomes_ready(project):
     gen = project.runtime().router.generation()
     rc, out = run_json(project, "blue-green", "--image", "demo:v4", "-e", "staging", "--health-check-timeout", "2")
     assert rc == 1 and out["outcome"] == "aborted"
-    assert "health" in out["reason"] and "/health/ready: HTTP 503" in out["reason"] and "traffic untouched" in out["reason"]
+    assert (
+        "health" in out["reason"]
+        and "/health/ready: HTTP 503" in out["reason"]
+        and "traffic untouched" in out["reason"]
+    )
     assert releases_seen(project) == {"demo:v1"}
     assert project.runtime().router.generation() == gen, "NGINX was reloaded although traffic never moved"
     assert project.runtime().target.status("green").state == "stopped"
@@ -93,7 +97,9 @@ def test_cli_exit_codes_and_a_release_that_never_becomes_ready(project):
 def test_a_release_that_crashes_at_start_is_aborted_at_once(project):
     project.deploy("demo:v1")
     out = project.deploy("demo:v6")
-    assert out["outcome"] == "aborted" and "exited with code 3" in out["reason"] and "crashing at start" in out["reason"]
+    assert (
+        out["outcome"] == "aborted" and "exited with code 3" in out["reason"] and "crashing at start" in out["reason"]
+    )
     dep = ledger_of(project).deployment(out["deployment_id"])
     assert dep["verdicts"][0]["evidence"]["attempts"] <= 3  # it did not wait out the health timeout
     assert releases_seen(project) == {"demo:v1"}
@@ -108,6 +114,11 @@ def test_dry_run_prints_the_plan_and_changes_nothing(project):
     assert "--release demo:v2" in r.stdout and f"+    server {project.green} weight=1;" in r.stdout
     assert (project.runtime().router.include.read_text(), len(ledger_of(project).history("staging"))) == before
     assert project.runtime().target.status("green").state == "stopped"
+    # one code path: the command line's dry run answers exactly what the flow's dry run returns
+    r = project.cli("blue-green", "--image", "demo:v2", "-e", "staging", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == project.deploy("demo:v2", dry_run=True)
+    assert (project.runtime().router.include.read_text(), len(ledger_of(project).history("staging"))) == before
 
 
 def test_keep_old_leaves_the_previous_slot_warm(project):
@@ -123,8 +134,9 @@ def test_keep_old_leaves_the_previous_slot_warm(project):
 def test_failure_after_the_switch_returns_traffic_to_the_old_slot(project):
     rc, _ = run_json(project, "blue-green", "--image", "demo:v1", "-e", "staging")
     assert rc == 0
-    rc, out = run_json(project, "blue-green", "--image", "demo:v2", "-e", "staging",
-                       env={**FAULTS, "TURNOUT_FAULT": "post-switch:new"})
+    rc, out = run_json(
+        project, "blue-green", "--image", "demo:v2", "-e", "staging", env={**FAULTS, "TURNOUT_FAULT": "post-switch:new"}
+    )
     assert rc == 1 and out["outcome"] == "aborted"
     assert "post-switch gate health" in out["reason"] and "traffic is back on blue (demo:v1)" in out["reason"]
     assert releases_seen(project) == {"demo:v1"}
@@ -135,8 +147,9 @@ def test_failure_after_the_switch_returns_traffic_to_the_old_slot(project):
 
 def test_old_slot_dying_during_the_switch_still_ends_on_a_healthy_slot(project):
     project.deploy("demo:v1")
-    rc, out = run_json(project, "blue-green", "--image", "demo:v2", "-e", "staging",
-                       env={**FAULTS, "TURNOUT_FAULT": "switch:old"})
+    rc, out = run_json(
+        project, "blue-green", "--image", "demo:v2", "-e", "staging", env={**FAULTS, "TURNOUT_FAULT": "switch:old"}
+    )
     assert rc == 0 and out["outcome"] == "promoted"
     assert "the old slot blue had stopped running" in out["reason"]
     assert releases_seen(project) == {"demo:v2"}
@@ -144,8 +157,15 @@ def test_old_slot_dying_during_the_switch_still_ends_on_a_healthy_slot(project):
 
 def test_no_healthy_slot_left_is_failed_and_says_so(project):
     project.deploy("demo:v1")
-    rc, out = run_json(project, "blue-green", "--image", "demo:v2", "-e", "staging",
-                       env={**FAULTS, "TURNOUT_FAULT": "switch:old,post-switch:new"})
+    rc, out = run_json(
+        project,
+        "blue-green",
+        "--image",
+        "demo:v2",
+        "-e",
+        "staging",
+        env={**FAULTS, "TURNOUT_FAULT": "switch:old,post-switch:new"},
+    )
     assert rc == 3 and out["outcome"] == "failed"
     assert "the old slot blue is not running" in out["reason"]
     assert ledger_of(project).history("staging")[0]["status"] == "failed"
@@ -164,9 +184,24 @@ def test_managed_nginx_that_died_is_restarted_by_the_next_switch(project):
 
 def test_a_second_deployment_is_refused_while_one_runs(project):
     project.deploy("demo:v1")
-    first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "blue-green", "--image", "demo:v4", "-e", "staging",
-                              "--health-check-timeout", "20"], cwd=project.root,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "turnout.app.cli",
+            "blue-green",
+            "--image",
+            "demo:v4",
+            "-e",
+            "staging",
+            "--health-check-timeout",
+            "20",
+        ],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         led = ledger_of(project)
         deadline = time.monotonic() + 60
@@ -184,6 +219,7 @@ def test_a_second_deployment_is_refused_while_one_runs(project):
 
 # --- external mode: the operator's NGINX ---------------------------------------------------------
 
+
 @pytest.fixture
 def external(project, tmp_path):
     """Switch the project to an operator-run NGINX that includes turnout's file; deploy v1 through it."""
@@ -193,13 +229,16 @@ def external(project, tmp_path):
     op.conf.write_text(op.conf.read_text().replace("turnout_t_1", "turnout_staging"))
     project.router_extra = (
         f'mode = "external"\ninclude_file = "{op.include}"\npid_file = "{op.root}/nginx.pid"\n'
-        f'test_command = {json.dumps(op.ctl + ["-t", "-q"])}\nreload_command = {json.dumps(op.ctl + ["-s", "reload"])}\n'
-        f'verify_url = "http://127.0.0.1:{op.port}/"\n')
+        f"test_command = {json.dumps([*op.ctl, '-t', '-q'])}\n"
+        f"reload_command = {json.dumps([*op.ctl, '-s', 'reload'])}\n"
+        f'verify_url = "http://127.0.0.1:{op.port}/"\n'
+    )
     project.write()
     router = project.runtime().router
     # the operator's NGINX cannot start without the include: seed it with a split to the blue slot
-    op.include.write_text(router.render_include(__import__("turnout.models").models.Split.all_to("blue"),
-                                                project.runtime().backends(), 0))
+    op.include.write_text(
+        router.render_include(__import__("turnout.models").models.Split.all_to("blue"), project.runtime().backends(), 0)
+    )
     op.start()
     assert project.deploy("demo:v1")["outcome"] == "promoted"
     yield op
@@ -219,21 +258,22 @@ def test_external_nginx_config_test_failing_aborts_with_traffic_untouched(projec
     assert httpx.get(f"http://127.0.0.1:{external.port}/").headers["x-release"] == "demo:v1"
 
 
-def test_external_nginx_not_running_aborts_with_the_file_restored(project, external):
+def test_external_nginx_not_running_is_refused_with_nothing_started(project, external):
     before = external.include.read_text()
     external.stop()
     deadline = time.monotonic() + 5
     while project.runtime().router.running() and time.monotonic() < deadline:
         time.sleep(0.05)
-    rc, out = run_json(project, "blue-green", "--image", "demo:v2", "-e", "staging")
-    assert rc == 1 and out["outcome"] == "aborted" and "not running" in out["reason"]
+    r = project.cli("blue-green", "--image", "demo:v2", "-e", "staging")
+    assert r.returncode == 3, r.stderr[-2000:]  # a human must start their NGINX
+    assert "not serving" in r.stderr and "service manager" in r.stderr, r.stderr[-2000:]
     assert external.include.read_text() == before
     assert project.runtime().target.status("blue").state == "stopped"
     assert project.runtime().target.status("green").running  # v1 was never touched
 
 
-def test_an_unexpected_error_is_recorded_as_failed_and_frees_the_lock(project, monkeypatch):
-    from flows import _steps
+def test_an_unexpected_error_puts_traffic_back_and_frees_the_lock(project, monkeypatch):
+    from turnout.flows import _steps
     from turnout.models import Phase
 
     project.deploy("demo:v1")
@@ -246,6 +286,52 @@ def test_an_unexpected_error_is_recorded_as_failed_and_frees_the_lock(project, m
 
     monkeypatch.setattr(_steps, "run_gates", broken)
     out = project.deploy("demo:v2")
-    assert out["outcome"] == "failed" and "unexpected error: RuntimeError: simulated bug" in out["reason"]
+    assert out["outcome"] == "aborted" and "unexpected error: RuntimeError: simulated bug" in out["reason"], out
     led = ledger_of(project)
-    assert led.history("staging")[0]["status"] == "failed" and led.lock_holder("staging") is None
+    assert led.history("staging")[0]["status"] == "aborted" and led.lock_holder("staging") is None
+    assert project.get("/").headers["x-release"] == "demo:v1"  # the bug never leaves traffic on v2
+
+
+def test_a_disk_filling_mid_run_is_one_line_and_exit_3_then_recover(project, tmpfs):
+    tmpfs.mount(project.state_dir, "4m")
+    assert project.deploy("demo:v1")["outcome"] == "promoted"
+    r = project.cli(
+        "blue-green",
+        "--image",
+        "demo:v2",
+        "-e",
+        "staging",
+        env={
+            "PYTHONPATH": str(ROOT / "tests"),
+            "TURNOUT_PLUGIN_MODULES": "plugins_for_tests.fill_disk",
+            "TURNOUT_FILL_DISK_AT": "switch",
+            "TURNOUT_CONFIG_DIR": str(project.cdir),
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+        },
+    )  # what an operator sees by default
+    errors = [line for line in r.stderr.splitlines() if line.startswith("turnout: error")]
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and len(errors) == 1, r.stderr
+    assert ("no space left" in errors[0].lower() or "disk is full" in errors[0]) and "KiB free" in errors[0], errors[0]
+    assert "turnout recover -e staging" in errors[0], errors[0]
+    (project.state_dir / "filler").unlink()
+    r = project.cli("recover", "-e", "staging")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert project.get().status_code == 200
+
+
+def test_the_command_line_resolves_the_watchs_metrics_source_once(project, tmp_path):
+    """`turnout blue-green --watch` builds and checks its metrics source before Prefect starts, and the flow
+    watches with that one: built, validated and checked against the live slot once, then the new slot."""
+    from test_canary import counting_env
+
+    assert project.deploy("demo:v1")["outcome"] == "promoted"
+    project.extra += '\n[metrics]\nkind = "counting"\n'
+    project.write()
+    count = tmp_path / "count.txt"
+    rc, out = run_json(
+        project, "blue-green", "--image", "demo:v2", "-e", "staging", "--watch", "1", env=counting_env(count)
+    )
+    assert rc == 0 and out["outcome"] == "promoted", out
+    calls = [line.split(" pid=")[0] for line in count.read_text().splitlines()]
+    assert calls == ["built", "validated", "check_series live", "check_series new"], calls

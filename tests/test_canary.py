@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from turnout.loadgen import Load
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "nginx")
 
-CANARY = '\n[canary]\nstages = [25, 50, 100]\nduration = 2\ninterval = 1\nmin_requests = 15\n'
+CANARY = "\n[canary]\nstages = [25, 50, 100]\nduration = 2\ninterval = 1\nmin_requests = 15\n"
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def live(project: Project):
 
 
 def canary(p: Project, image: str, **kw):
-    from flows import canary as flow
+    from turnout.flows import canary as flow
 
     return flow.run(environment=p.name, image=image, config_dir=str(p.cdir), **kw)
 
@@ -81,9 +82,25 @@ def test_without_traffic_the_canary_is_inconclusive_and_never_promoted(live):
 
 def _waiting_canary(live: Project) -> subprocess.Popen:
     """`turnout canary demo:v2` (no auto-promote) once it holds at the first stage waiting for approval."""
-    first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "canary", "--image", "demo:v2", "-e", "staging",
-                              "--approval-timeout", "60", "--json"], cwd=live.root, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "turnout.app.cli",
+            "canary",
+            "--image",
+            "demo:v2",
+            "-e",
+            "staging",
+            "--approval-timeout",
+            "60",
+            "--json",
+        ],
+        cwd=live.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     events = live.state_dir / "events.jsonl"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and first.poll() is None:
@@ -136,10 +153,11 @@ def test_approval_from_the_prefect_ui_form_continues_the_ramp(live):
     try:
         run_id = _paused_run_id(live)
         api = os.environ["PREFECT_API_URL"]
-        schema = httpx.post(f"{api}/flow_runs/{run_id}/input/filter", json={"prefix": "paused-promote", "limit": 10}).json()
+        schema = httpx.post(
+            f"{api}/flow_runs/{run_id}/input/filter", json={"prefix": "paused-promote", "limit": 10}
+        ).json()
         assert any("approved" in json.dumps(item) for item in schema), schema  # the form the UI renders
-        r = httpx.post(f"{api}/flow_runs/{run_id}/resume",
-                       json={"run_input": {"approved": True, "approver": "alice", "comment": "graphs look fine"}})
+        r = _resume_as_the_ui(run_id, {"approved": True, "approver": "alice", "comment": "graphs look fine"})
         assert r.status_code == 201, r.text
         out = _finish(first)
     finally:
@@ -152,13 +170,23 @@ def test_approval_from_the_prefect_ui_form_continues_the_ramp(live):
     assert any(v["gate"] == "approval" and "alice" in v["reason"] for v in verdicts), verdicts
 
 
+def _resume_as_the_ui(run_id: str, run_input: dict) -> httpx.Response:
+    """The REST call the UI's Resume form makes; a 503 (the SQLite-backed test server's "database is locked"
+    under load) is retried, as Prefect's own client does."""
+    for attempt in range(6):
+        r = httpx.post(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}/resume", json={"run_input": run_input})
+        if r.status_code != 503:
+            return r
+        time.sleep(0.5 * 2**attempt)
+    return r
+
+
 def test_rejection_from_the_prefect_ui_aborts_with_traffic_back_on_stable(live):
     load = Load(live.url + "api/items", connections=4, max_requests=80000, max_seconds=120).start()
     first = _waiting_canary(live)
     try:
         run_id = _paused_run_id(live)
-        r = httpx.post(f"{os.environ['PREFECT_API_URL']}/flow_runs/{run_id}/resume",
-                       json={"run_input": {"approved": False, "approver": "bob", "comment": "p95 creeping up"}})
+        r = _resume_as_the_ui(run_id, {"approved": False, "approver": "bob", "comment": "p95 creeping up"})
         assert r.status_code == 201, r.text
         out = _finish(first)
     finally:
@@ -173,9 +201,26 @@ def test_rejection_from_the_prefect_ui_aborts_with_traffic_back_on_stable(live):
 
 def test_the_canary_dying_mid_stage_aborts_with_traffic_back_on_stable(live):
     load = Load(live.url + "api/items", connections=2, max_requests=50000, max_seconds=90).start()
-    first = subprocess.Popen([sys.executable, "-m", "turnout.cli", "canary", "--image", "demo:v2", "-e", "staging",
-                              "--duration", "20", "--auto-promote", "--json"], cwd=live.root,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "turnout.app.cli",
+            "canary",
+            "--image",
+            "demo:v2",
+            "-e",
+            "staging",
+            "--duration",
+            "20",
+            "--auto-promote",
+            "--json",
+        ],
+        cwd=live.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         rt = live.runtime()
         deadline = time.monotonic() + 60
@@ -201,16 +246,19 @@ def test_promote_with_no_canary_in_progress_is_refused(project):
     assert r.returncode == 2 and "no canary is in progress in staging" in r.stderr
 
 
-@pytest.mark.parametrize("args, why", [
-    (["--ramp-stages", ""], "must not be empty"),
-    (["--ramp-stages", "10,5,100"], "strictly increasing"),
-    (["--ramp-stages", "0,50,100"], "within 1..100"),
-    (["--ramp-stages", "10,150"], "within 1..100"),
-    (["--ramp-stages", "10,50"], "must be 100"),
-    (["--ramp-stages", "ten"], "comma-separated"),
-    (["--duration", "0"], "--duration"),
-    (["--duration", "-3"], "--duration"),
-])
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (["--ramp-stages", ""], "must not be empty"),
+        (["--ramp-stages", "10,5,100"], "strictly increasing"),
+        (["--ramp-stages", "0,50,100"], "within 1..100"),
+        (["--ramp-stages", "10,150"], "within 1..100"),
+        (["--ramp-stages", "10,50"], "must be 100"),
+        (["--ramp-stages", "ten"], "comma-separated"),
+        (["--duration", "0"], "--duration"),
+        (["--duration", "-3"], "--duration"),
+    ],
+)
 def test_bad_canary_input_exits_2_before_anything_moves(project, args, why):
     r = project.cli("canary", "--image", "demo:v2", "-e", "staging", *args)
     assert r.returncode == 2 and why in r.stderr, r.stderr
@@ -226,3 +274,48 @@ def test_no_approval_within_the_timeout_aborts_never_promotes(live):
     assert out["outcome"] == "aborted" and "no promotion within 3s" in out["reason"]
     assert live.runtime().router.get_split().as_dict() == {"blue": 100, "green": 0}
     assert live.get().headers["x-release"] == "demo:v1"
+
+
+def counting_env(count) -> dict[str, str]:
+    """The environment of a `turnout` process that loads the counting metrics provider (tests/plugins_for_tests)."""
+    return {
+        "PYTHONPATH": str(Path(__file__).parent),
+        "TURNOUT_PLUGIN_MODULES": "plugins_for_tests.counting_metrics",
+        "TURNOUT_COUNT_FILE": str(count),
+    }
+
+
+def test_the_command_line_resolves_a_runs_inputs_once(live, tmp_path):
+    """`turnout canary` checks its inputs before Prefect starts and the flow runs with those very inputs:
+    the metrics source is built, validated and checked against the live slot once, not again in the flow."""
+    count = tmp_path / "count.txt"
+    live.extra += '\n[metrics]\nkind = "counting"\n'
+    live.write()
+    env = counting_env(count)
+    load = Load(live.url + "api/items", connections=2, max_requests=20000, max_seconds=60).start()
+    try:
+        r = live.cli("canary", "--image", "demo:v2", "-e", "staging", "--auto-promote", "--json", env=env)
+    finally:
+        load.stop()
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["outcome"] == "promoted", r.stderr
+    calls = [line.split(" pid=")[0] for line in count.read_text().splitlines()]
+    assert calls == ["built", "validated", "check_series live", "check_series new"], calls
+
+
+def test_a_bad_metrics_source_is_refused_before_prefect_starts(live, tmp_path):
+    """A metrics source that cannot read the live slot's series: exit 2 from the command line's own
+    check, no flow run created (its refusal never reaches the flow), nothing moved."""
+    before = live.runtime().router.get_split()
+    live.extra += '\n[metrics]\nkind = "counting"\nrequests_metric = "no_such_requests_total"\n'
+    live.write()
+    count = tmp_path / "count.txt"
+    r = live.cli("canary", "--image", "demo:v2", "-e", "staging", "--auto-promote", env=counting_env(count))
+    assert r.returncode == 2 and "no_such_requests_total" in r.stderr, r.stderr
+    assert "Prefect UI" not in r.stderr  # no flow run was created for a refused input
+    assert {live.get().headers["x-release"] for _ in range(5)} == {"demo:v1"}
+    assert before is not None and before.blue == 100
+    assert [line.split(" pid=")[0] for line in count.read_text().splitlines()] == [
+        "built",
+        "validated",
+        "check_series live",
+    ]

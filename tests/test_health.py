@@ -19,7 +19,7 @@ class App:
         t0 = time.monotonic()
 
         class H(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self.path == "/slow":
                     time.sleep(0.3)
                 code = 200 if self.path != "/ready" or time.monotonic() - t0 >= ready_after else 503
@@ -69,8 +69,14 @@ def test_a_slow_answer_fails(app):
 
 
 def test_a_stopped_release_fails_at_once(app):
-    v = wait_healthy([app.url], ["/missing"], max_response_time=1, timeout=60, interval=0.1,
-                     status=lambda: SlotStatus(slot="blue", state="exited", detail="process 1 exited with code 3"))
+    v = wait_healthy(
+        [app.url],
+        ["/missing"],
+        max_response_time=1,
+        timeout=60,
+        interval=0.1,
+        status=lambda: SlotStatus(slot="blue", state="exited", detail="process 1 exited with code 3"),
+    )
     assert v.outcome is Outcome.FAIL and "exited with code 3" in v.reason
     assert v.evidence["attempts"] == 1  # no waiting out the 60 s timeout
 

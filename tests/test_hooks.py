@@ -12,7 +12,7 @@ from turnout.models import Phase
 
 @pytest.fixture
 def every_hook(monkeypatch):
-    from turnout.plugins import reset_registry
+    from turnout.registry import reset_registry
 
     monkeypatch.setenv("TURNOUT_PLUGIN_MODULES", "plugins_for_tests.every_hook")
     reset_registry()
@@ -24,9 +24,12 @@ def every_hook(monkeypatch):
 
 
 def test_register_hooks_build_objects_of_each_interface(project: Project, every_hook):
-    project.write(project.toml().replace('kind = "nginx"', 'kind = "nginx-again"')
-                  .replace('kind = "process"', 'kind = "process-again"')
-                  + '\n[metrics]\nkind = "constant"\n\n[[gates]]\nkind = "always-pass"\n\n[[notifiers]]\nkind = "memory"\n')
+    project.write(
+        project.toml()
+        .replace('kind = "nginx"', 'kind = "nginx-again"')
+        .replace('kind = "process"', 'kind = "process-again"')
+        + '\n[metrics]\nkind = "constant"\n\n[[gates]]\nkind = "always-pass"\n\n[[notifiers]]\nkind = "memory"\n'
+    )
     rt = project.runtime()
     assert isinstance(rt.router, TrafficRouter) and isinstance(rt.target, DeployTarget)
     assert [n for n, _ in rt.gates_at(Phase.PRE_DEPLOY)] == ["always-pass"]
@@ -54,3 +57,22 @@ def test_unknown_metrics_kind_is_a_config_error(project: Project):
     project.write(project.toml() + '\n[metrics]\nkind = "graphite"\n')
     with pytest.raises(ConfigError, match="unknown metrics kind 'graphite'"):
         project.runtime()
+
+
+def test_hooks_are_called_through_pluggy(project: Project, monkeypatch):
+    """An implementation may take fewer parameters than the spec, and wrapper plugins run."""
+    import plugins_for_tests.no_argument_event as narrow
+    import plugins_for_tests.wrapping as wrapping
+    from turnout.registry import reset_registry
+
+    monkeypatch.setenv("TURNOUT_PLUGIN_MODULES", "plugins_for_tests.no_argument_event,plugins_for_tests.wrapping")
+    reset_registry()
+    narrow.CALLS.clear()
+    wrapping.SEEN.clear()
+    project.write()
+    rt = project.runtime()
+    assert "register_routers:nginx" in wrapping.SEEN  # the wrapper saw the built-in's answer
+    rt.emit("deployment.started", 3, release="demo:v2")
+    assert narrow.CALLS == ["called"]
+    assert "deployment_event:deployment.started" in wrapping.SEEN
+    assert rt.registry.names("router") == ["nginx"]  # answers are still attributed and indexed

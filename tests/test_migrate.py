@@ -45,15 +45,20 @@ def database():
 def use_database(p: Project, url: str, history: str = "demo", extra: str = "") -> Project:
     """Give the project a [database] table: the URL in $APP_DATABASE_URL, an Alembic project."""
     os.environ["APP_DATABASE_URL"] = url
-    where = (f'alembic_ini = "{DEMO_APP / "alembic.ini"}"' if history == "demo"
-             else f'script_location = "{ROOT / "tests" / "migrations" / history}"')
+    where = (
+        f'alembic_ini = "{DEMO_APP / "alembic.ini"}"'
+        if history == "demo"
+        else f'script_location = "{ROOT / "tests" / "migrations" / history}"'
+    )
     p.extra += f'\n[database]\nurl_env = "APP_DATABASE_URL"\n{where}\nbackup_before = true\n{extra}\n'
     return p.write()
 
 
 def migrate(p: Project, *args: str):
     r = p.cli("migrate", "-e", "staging", "--json", *args)
-    out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip().startswith("{") or "\n{" in r.stdout else None
+    out = (
+        json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip().startswith("{") or "\n{" in r.stdout else None
+    )
     return r, out
 
 
@@ -74,8 +79,10 @@ def seed(p: Project, url: str, rows: int = 200) -> None:
     result = apply_migrations(url, AlembicProject(env, env.database), env.database, target="0001")
     assert result.ok, result.error
     with create_engine(url, poolclass=NullPool).begin() as c:
-        c.execute(text("INSERT INTO items (name, legacy_code) SELECT 'item ' || g, 'L' || g FROM generate_series(1, :n) g"),
-                  {"n": rows})
+        c.execute(
+            text("INSERT INTO items (name, legacy_code) SELECT 'item ' || g, 'L' || g FROM generate_series(1, :n) g"),
+            {"n": rows},
+        )
 
 
 def everything_turnout_wrote(p: Project, *outputs: str) -> str:
@@ -109,7 +116,9 @@ def test_dry_run_applies_to_a_scratch_copy_only(project, database):
     seed(project, database)
     r, out = migrate(project, "--dry-run")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert out["outcome"] == "dry-run" and "+ items.note" in out["reason"] and "- items.legacy_code" in out["reason"], out
+    assert out["outcome"] == "dry-run" and "+ items.note" in out["reason"] and "- items.legacy_code" in out["reason"], (
+        out
+    )
     assert revision(database) == "0001", "the live database was not touched"
     with admin().connect() as c:
         assert not c.execute(text("SELECT count(*) FROM pg_database WHERE datname LIKE 'turnout_scratch_%'")).scalar()
@@ -127,7 +136,9 @@ def test_a_contract_migration_while_the_old_release_takes_traffic_is_refused(pro
     seed(project, database)
     r, out = migrate(project)
     assert r.returncode == 1, r.stderr[-3000:]
-    assert "0003 is a contract migration" in out["reason"] and "ALTER TABLE items DROP COLUMN legacy_code" in out["reason"]
+    assert (
+        "0003 is a contract migration" in out["reason"] and "ALTER TABLE items DROP COLUMN legacy_code" in out["reason"]
+    )
     assert "canary is in progress" in out["reason"] and "Nothing applied" in out["reason"]
     assert revision(database) == "0001"
 
@@ -176,8 +187,9 @@ def test_a_backup_that_cannot_be_restored_stops_before_migrating(project, databa
         c.execute(text(f'CREATE ROLE "{role}" LOGIN NOCREATEDB'))
         c.execute(text(f'ALTER DATABASE "{name}" OWNER TO "{role}"'))
     try:
-        with create_engine(ADMIN.rsplit("/", 1)[0] + f"/{name}", poolclass=NullPool,
-                           isolation_level="AUTOCOMMIT").connect() as c:
+        with create_engine(
+            ADMIN.rsplit("/", 1)[0] + f"/{name}", poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        ).connect() as c:
             c.execute(text(f'ALTER SCHEMA public OWNER TO "{role}"'))
         url = f"postgresql+psycopg://{role}:{PASSWORD}@127.0.0.1:5432/{name}"
         use_database(project, url)
@@ -192,12 +204,15 @@ def test_a_backup_that_cannot_be_restored_stops_before_migrating(project, databa
             c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
 
 
-@pytest.mark.parametrize("case, message", [
-    ("bad-url", "cannot connect to the database postgresql+psycopg://postgres:***@127.0.0.1:1/"),
-    ("no-alembic", "no Alembic project at"),
-    ("no-database", "has no [database] table"),
-    ("no-url", "$APP_DATABASE_URL is not set"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("bad-url", "cannot connect to the database postgresql+psycopg://postgres:***@127.0.0.1:1/"),
+        ("no-alembic", "no Alembic project at"),
+        ("no-database", "has no [database] table"),
+        ("no-url", "$APP_DATABASE_URL is not set"),
+    ],
+)
 def test_bad_database_settings_are_exit_2_with_nothing_done(project, tmp_path, case, message):
     if case == "bad-url":
         use_database(project, f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/nowhere")
@@ -206,7 +221,7 @@ def test_bad_database_settings_are_exit_2_with_nothing_done(project, tmp_path, c
     elif case == "no-url":
         use_database(project, "")
         os.environ.pop("APP_DATABASE_URL", None)
-    r, out = migrate(project)
+    r, _out = migrate(project)
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
     assert PASSWORD not in r.stderr + r.stdout
     assert not project.state_dir.joinpath("ledger.sqlite").exists() or not project.runtime().ledger.history("staging")
@@ -215,8 +230,10 @@ def test_bad_database_settings_are_exit_2_with_nothing_done(project, tmp_path, c
 def test_sqlite_is_backed_up_with_the_online_backup_api_and_proved(project, tmp_path):
     db = tmp_path / "app.db"
     os.environ.pop("APP_DATABASE_URL", None)
-    project.extra += (f'\n[database]\ndefault_url = "sqlite:///{db}"\nalembic_ini = "{DEMO_APP / "alembic.ini"}"\n'
-                      "backup_before = true\n")
+    project.extra += (
+        f'\n[database]\ndefault_url = "sqlite:///{db}"\nalembic_ini = "{DEMO_APP / "alembic.ini"}"\n'
+        "backup_before = true\n"
+    )
     project.write()
     r, out = migrate(project)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -237,7 +254,6 @@ def test_a_password_in_default_url_is_refused(project):
 def _no_leftover_env():
     yield
     os.environ.pop("APP_DATABASE_URL", None)
-
 
 
 @pytest.fixture
@@ -295,8 +311,9 @@ def test_the_url_can_come_from_a_prefect_secret_block(project, database):
 
     name = f"turnout-test-db-{uuid.uuid4().hex[:6]}"
     Secret(value=database).save(name, overwrite=True)
-    project.extra += (f'\n[database]\nsecret_block = "{name}"\nalembic_ini = "{DEMO_APP / "alembic.ini"}"\n'
-                      "backup_before = false\n")
+    project.extra += (
+        f'\n[database]\nsecret_block = "{name}"\nalembic_ini = "{DEMO_APP / "alembic.ini"}"\nbackup_before = false\n'
+    )
     project.write()
     r, out = migrate(project)
     assert r.returncode == 0 and out["outcome"] == "migrated", r.stderr[-3000:]

@@ -12,10 +12,10 @@ import pytest
 
 from backends import Backend
 from conftest import free_port
-from plugins.nginx import NginxConfig, NginxRouter
 from turnout.config import Environment, PluginTable
 from turnout.errors import BackendError
 from turnout.models import Split
+from turnout.plugins.nginx import NginxConfig, NginxRouter
 from turnout.procs import pid_alive
 
 
@@ -28,8 +28,13 @@ def backends():
 
 
 def make_env(tmp_path: Path) -> Environment:
-    return Environment(name="t-1", state_dir=tmp_path / "state", root=tmp_path,
-                       router=PluginTable(kind="nginx"), target=PluginTable(kind="process"))
+    return Environment(
+        name="t-1",
+        state_dir=tmp_path / "state",
+        root=tmp_path,
+        router=PluginTable(kind="nginx"),
+        target=PluginTable(kind="process"),
+    )
 
 
 @pytest.fixture
@@ -82,7 +87,9 @@ def test_config_is_built_with_crossplane_and_parses_back(managed, backends):
     managed.apply(Split(blue=25, green=75), backends)
     parsed = crossplane.parse(str(managed.main_conf))
     assert parsed["status"] == "ok", parsed["errors"]
-    servers = {d["args"][0]: d["args"][1:] for d in parsed["config"][1]["parsed"][0]["block"] if d["directive"] == "server"}
+    servers = {
+        d["args"][0]: d["args"][1:] for d in parsed["config"][1]["parsed"][0]["block"] if d["directive"] == "server"
+    }
     assert servers == {backends["blue"][0]: ["weight=1"], backends["green"][0]: ["weight=3"]}
 
 
@@ -132,6 +139,7 @@ def test_stop_stops_only_our_master(managed, backends):
 
 # --- external mode: an operator's NGINX that includes turnout's file -----------------------------
 
+
 class OperatorNginx:
     """An NGINX the operator runs (here: started by the test) with turnout's include inside http {}."""
 
@@ -166,7 +174,21 @@ http {{
         self.ctl = ["nginx", "-p", str(root), "-c", str(self.conf), "-e", f"{root}/logs/error.log"]
 
     def start(self) -> None:
+        """Start it and wait for its pid file: the daemonized master writes it after `nginx` returns."""
+        import time
+
+        from turnout.procs import pid_alive
+
         subprocess.run(self.ctl, check=True, capture_output=True)
+        deadline = time.monotonic() + 30  # a bound, not a speed: a loaded machine starts NGINX slowly
+        while time.monotonic() < deadline:
+            try:
+                if pid_alive(int((self.root / "nginx.pid").read_text())):
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"the operator's NGINX wrote no pid file; see {self.root / 'logs/error.log'}")
 
     def stop(self) -> None:
         """Signal the master by its pid file: `nginx -s stop` would refuse when a test broke the config."""
@@ -186,10 +208,17 @@ http {{
                 time.sleep(0.02)
 
     def router(self, env: Environment, verify_url: bool) -> NginxRouter:
-        return NginxRouter(NginxConfig(
-            mode="external", include_file=str(self.include), pid_file=str(self.root / "nginx.pid"),
-            test_command=self.ctl + ["-t", "-q"], reload_command=self.ctl + ["-s", "reload"],
-            verify_url=f"http://127.0.0.1:{self.port}/" if verify_url else None), env)
+        return NginxRouter(
+            NginxConfig(
+                mode="external",
+                include_file=str(self.include),
+                pid_file=str(self.root / "nginx.pid"),
+                test_command=[*self.ctl, "-t", "-q"],
+                reload_command=[*self.ctl, "-s", "reload"],
+                verify_url=f"http://127.0.0.1:{self.port}/" if verify_url else None,
+            ),
+            env,
+        )
 
 
 @pytest.fixture
@@ -229,9 +258,10 @@ def test_external_nginx_not_running_restores_the_previous_file(tmp_path, operato
     operator.stop()
     import time
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a bound, not a speed: a loaded machine stops NGINX slowly
     while router.running() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not router.running(), "the operator's NGINX did not stop"
     with pytest.raises(BackendError, match="not running"):
         router.apply(Split.all_to("green"), backends)
     assert operator.include.read_text() == before

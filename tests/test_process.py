@@ -46,10 +46,12 @@ def test_start_records_pid_and_logs_and_serves(project, target):
 
 
 def test_the_process_outlives_the_process_that_started_it(project):
-    code = ("import sys; sys.path[:0]=[%r, %r]; from conftest import Project; "
-            "from turnout.runtime import open_runtime; "
-            "print(open_runtime('staging', %r, check=False).target.start('green', 'demo:v1'))"
-            % (str(project.root.parent), str(__import__('conftest').ROOT / 'tests'), str(project.cdir)))
+    paths = (str(project.root.parent), str(__import__("conftest").ROOT / "tests"))
+    code = (
+        f"import sys; sys.path[:0]={list(paths)!r}; from conftest import Project; "
+        "from turnout.runtime import open_runtime; "
+        f"print(open_runtime('staging', {str(project.cdir)!r}, check=False).target.start('green', 'demo:v1'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
     r = wait_up(f"http://{project.green}/")
     assert r.headers["x-release"] == "demo:v1"
@@ -66,9 +68,15 @@ def test_stop_terminates_and_forgets(project, target):
 
 
 def test_stop_kills_what_ignores_sigterm(project, target):
-    project.write(project.toml().replace('"{python}", "-m", "demo_app"',
-        '"{python}", "-c", "import signal,time,sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)", "demo_app"')
-        .replace("stop_grace = 5", "stop_grace = 0.5"))
+    project.write(
+        project.toml()
+        .replace(
+            '"{python}", "-m", "demo_app"',
+            '"{python}", "-c", "import signal,time,sys; '
+            'signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)", "demo_app"',
+        )
+        .replace("stop_grace = 5", "stop_grace = 0.5")
+    )
     target = project.runtime().target
     target.start("blue", "demo:v1")
     pid = target.status("blue").pid
@@ -104,11 +112,66 @@ def test_a_recycled_pid_is_never_signalled(project, target):
     try:
         d = project.state_dir / "slots" / "blue"
         d.mkdir(parents=True)
-        (d / "replica-0.json").write_text(json.dumps({"pid": other.pid, "start_ticks": 1, "release": "demo:v1",
-                                                      "address": project.blue, "stderr": "/dev/null"}))
+        (d / "replica-0.json").write_text(
+            json.dumps(
+                {
+                    "pid": other.pid,
+                    "start_ticks": 1,
+                    "release": "demo:v1",
+                    "address": project.blue,
+                    "stderr": "/dev/null",
+                }
+            )
+        )
         assert target.status("blue").state == "exited"
         target.stop("blue")
         assert other.poll() is None, "turnout signalled a process it did not start"
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_slot_gets_only_the_environment_its_file_names(project, monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.invalid/T000/SECRET")
+    monkeypatch.setenv("APP_DATABASE_URL", "postgresql://app:hunter2@127.0.0.1/app")
+    monkeypatch.setenv("APP_FEATURE", "on")
+    monkeypatch.setenv("LC_TIME", "C.UTF-8")
+    dump = "import json, os, time; print(json.dumps(dict(os.environ)), flush=True); time.sleep(60)"
+    project.write(
+        project.toml()
+        .replace('"{python}", "-m", "demo_app"', f'"{{python}}", "-c", {json.dumps(dump)}, "demo_app"')
+        .replace(
+            "stop_grace = 5",
+            'stop_grace = 1\npass_env = ["APP_FEATURE", "NOT_SET_ANYWHERE"]\nenv = { GREETING = "hello" }',
+        )
+    )
+    target = project.runtime().target
+    target.start("blue", "demo:v1")
+    out = project.state_dir / "slots" / "blue" / "replica-0.out.log"
+    deadline = time.monotonic() + 15
+    while not out.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    env = json.loads(out.read_text().splitlines()[0])
+    target.stop("blue")
+    assert "SLACK_WEBHOOK_URL" not in env and "APP_DATABASE_URL" not in env
+    assert "hunter2" not in json.dumps(env) and "SECRET" not in json.dumps(env)
+    assert env["APP_FEATURE"] == "on" and env["GREETING"] == "hello" and "NOT_SET_ANYWHERE" not in env
+    assert env["TURNOUT_SLOT"] == "blue" and env["TURNOUT_RELEASE"] == "demo:v1"
+    assert env["PATH"] == os.environ["PATH"] and env["LC_TIME"] == "C.UTF-8"
+    allowed = {"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "APP_FEATURE", "GREETING", "TURNOUT_SLOT", "TURNOUT_RELEASE"}
+    # the interpreter may add LC_CTYPE itself (PEP 538 locale coercion)
+    assert {k for k in env if not k.startswith("LC_")} <= allowed, sorted(env)
+
+
+@pytest.mark.parametrize(
+    "names, why",
+    [
+        ('["1BAD"]', "not an environment variable name"),
+        ('["A=B"]', "not an environment variable name"),
+        ('["TURNOUT_SLOT"]', "set by turnout"),
+    ],
+)
+def test_pass_env_names_are_checked(project, names, why):
+    project.write(project.toml().replace("stop_grace = 5", f"stop_grace = 5\npass_env = {names}"))
+    r = project.cli("validate", "-e", "staging")
+    assert r.returncode == 2 and "target.pass_env" in r.stderr and why in r.stderr, r.stderr

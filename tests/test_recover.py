@@ -12,7 +12,7 @@ from turnout.loadgen import Load
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "nginx")
 
-CANARY = '\n[canary]\nstages = [25, 50, 100]\nduration = 2\ninterval = 1\nmin_requests = 5\n'
+CANARY = "\n[canary]\nstages = [25, 50, 100]\nduration = 2\ninterval = 1\nmin_requests = 5\n"
 
 
 @pytest.fixture
@@ -53,13 +53,16 @@ def assert_safe(p: Project, release: str) -> None:
         assert not rt.target.status(other).running, "a slot that is neither live nor warm was left running"
 
 
-@pytest.mark.parametrize("point, release", [
-    ("start:done", "demo:v1"),             # started, never routed: stopped, traffic stays on v1
-    ("shift:before-apply", "demo:v1"),     # intent written, router untouched
-    ("shift:applied", "demo:v2"),          # router switched, not verified: v2 healthy, the switch is finished
-    ("shift:verified", "demo:v2"),
-    ("post-switch", "demo:v2"),
-])
+@pytest.mark.parametrize(
+    "point, release",
+    [
+        ("start:done", "demo:v1"),  # started, never routed: stopped, traffic stays on v1
+        ("shift:before-apply", "demo:v1"),  # intent written, router untouched
+        ("shift:applied", "demo:v2"),  # router switched, not verified: v2 healthy, the switch is finished
+        ("shift:verified", "demo:v2"),
+        ("post-switch", "demo:v2"),
+    ],
+)
 def test_blue_green_killed_at_each_phase_is_recovered(live, point, release):
     crash(live, point, "blue-green", "--image", "demo:v2")
     out = recover(live)
@@ -129,3 +132,135 @@ def test_recover_is_refused_for_an_unknown_environment(project):
     r = project.cli("recover", "-e", "nope")
     assert r.returncode == 2 and "nope" in r.stderr
 
+
+# --- recovery believes the router, not the file it wrote (issue 9, defect 1) -------------------------
+
+
+def _all_ok(p: Project, n: int = 10) -> list[int]:
+    """Status codes of `n` requests through NGINX (a refused connection counts as 0)."""
+    import httpx
+
+    codes = []
+    for _ in range(n):
+        try:
+            codes.append(p.get("/api/items").status_code)
+        except httpx.HTTPError:
+            codes.append(0)
+    return codes
+
+
+def test_a_rollback_killed_between_writing_the_router_file_and_the_reload_never_stops_the_serving_slot(live):
+    assert live.deploy("demo:v2", keep_old=True)["outcome"] == "promoted"  # v2 in green, v1 warm in blue
+    crash(live, "router:written", "rollback")
+    rt = live.runtime()
+    assert rt.router.get_split().weight("blue") == 100  # the file says the rollback's target ...
+    assert live.get("/").headers["x-release"] == "demo:v2"  # ... NGINX still serves green: never loaded
+    assert _all_ok(live) == [200] * 10
+    out = recover(live)
+    assert out["outcome"] == "recovered", out
+    assert _all_ok(live) == [200] * 10
+    assert_safe(live, "demo:v1")  # the rollback is finished: traffic moved to the warm v1 first
+    again = recover(live)
+    assert again["outcome"] == "consistent", again
+
+
+def test_a_blue_green_killed_between_writing_and_reloading_is_not_taken_for_a_finished_switch(live):
+    crash(live, "router:written", "blue-green", "--image", "demo:v2")
+    assert live.runtime().router.get_split().weight("green") == 100  # the file says green ...
+    assert live.get("/").headers["x-release"] == "demo:v1"  # ... NGINX serves blue
+    load = Load(live.url + "api/items", connections=2, max_requests=20000, max_seconds=60).start()
+    try:
+        r = live.cli("blue-green", "--image", "demo:v5", "-e", "staging", "--json")
+    finally:
+        res = load.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert res.non_2xx == 0 and res.connection_errors == 0, res.as_dict()
+    assert_safe(live, "demo:v5")
+
+
+def test_recover_restarts_a_stopped_managed_nginx(live):
+    rt = live.runtime()
+    rt.router.stop()
+    assert _all_ok(live, 3) == [0, 0, 0]
+    out = recover(live)
+    assert out["outcome"] == "recovered" and "not serving" in out["reason"], out
+    assert _all_ok(live) == [200] * 10
+    assert_safe(live, "demo:v1")
+
+
+def test_status_shows_what_nginx_serves_not_what_the_file_says(live):
+    crash(live, "router:written", "blue-green", "--image", "demo:v2")
+    r = live.cli("status", "-e", "staging")
+    assert r.returncode == 0, r.stderr
+    assert "blue=100 green=0 (turnout's file says blue=0 green=100, never loaded)" in r.stdout, r.stdout
+
+
+def test_recover_during_a_deployment_is_refused_at_once_naming_the_holder(live):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "turnout.app.cli",
+            "blue-green",
+            "--image",
+            "demo:v2",
+            "-e",
+            "staging",
+            "--traffic-switch-delay",
+            "30",
+        ],
+        cwd=live.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rt = live.runtime()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (rt.ledger.lock_holder("staging") or {}).get("deployment_id"):
+            time.sleep(0.2)
+        r = live.cli("recover", "-e", "staging", timeout=30)  # the lock wait was 60 s
+        assert r.returncode == 2, r.stderr[-1500:]
+        assert f"pid {proc.pid}" in r.stderr and "busy" in r.stderr, r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+# --- a failed run never leaves the environment stuck (issue 9, defect 2) -----------------------------
+
+
+def _failed_mid_canary(p: Project) -> None:
+    """What an unexpected error mid-canary used to leave: traffic split, the deployment `failed`."""
+    crash(p, "analysis", "canary", "--image", "demo:v3", "--auto-promote")
+    rt = p.runtime()
+    dep = rt.ledger.history("staging", 1)[0]
+    rt.ledger.finish_deployment(dep["id"], "failed", "unexpected error: ValidationError (the old behaviour)")
+    assert len(rt.router.get_split().live_slots()) == 2
+
+
+def test_recover_puts_traffic_left_split_by_a_failed_canary_back_on_stable(live):
+    _failed_mid_canary(live)
+    out = recover(live)
+    assert out["outcome"] == "recovered" and "split" in out["reason"], out
+    assert_safe(live, "demo:v1")
+    assert recover(live)["outcome"] == "consistent"
+
+
+@pytest.mark.parametrize("args", [(), ("--rollback-to", "demo:v1")])
+def test_rollback_takes_a_failed_canary_to_a_safe_state(live, args):
+    _failed_mid_canary(live)
+    r = live.cli("rollback", "-e", "staging", "--json", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_safe(live, "demo:v1")
+
+
+def test_a_new_deployment_after_a_failed_canary_recovers_first(live):
+    _failed_mid_canary(live)
+    r = live.cli("blue-green", "--image", "demo:v5", "-e", "staging", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert_safe(live, "demo:v5")

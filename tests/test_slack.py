@@ -17,7 +17,7 @@ def webhook():
     got = []
 
     class H(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.send_header("Content-Length", "2")
@@ -42,8 +42,11 @@ def test_posts_wanted_events_only(project: Project, webhook, monkeypatch):
     from turnout.models import DeploymentEvent
 
     slack.notify(DeploymentEvent(kind="phase.started", environment="staging", message="ignored"))
-    slack.notify(DeploymentEvent(kind="deployment.finished", environment="staging", message="promoted",
-                                 data={"outcome": "promoted"}))
+    slack.notify(
+        DeploymentEvent(
+            kind="deployment.finished", environment="staging", message="promoted", data={"outcome": "promoted"}
+        )
+    )
     assert len(got) == 1 and "*staging* deployment.finished: promoted" in got[0]["text"]
     assert "secret" not in got[0]["text"]
 

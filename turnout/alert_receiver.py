@@ -1,28 +1,47 @@
-"""`turnout alert-receiver`: an Alertmanager webhook receiver that turns firing alerts into Prefect events.
+"""`turnout alert-receiver`'s core: an Alertmanager webhook body → Prefect events → `POST /api/events`.
 
     Alertmanager ──POST /alertmanager──► receiver ──POST /api/events──► Prefect ──automation──► rollback run
 
+This module has no HTTP server (`turnout.alert_server` serves it with uvicorn), so tests drive it directly.
 Answers: 200 when every firing alert of a known environment was accepted by Prefect (or there was none);
 400 for a body that is not an Alertmanager payload (nothing triggered; Alertmanager does not retry a
-4xx); 502 when Prefect did not accept the events, so Alertmanager retries. `GET /-/healthy` says 200.
+4xx); 502 when Prefect did not accept the events, so Alertmanager retries.
+
+Who may post: anyone who can reach the port unless a bearer token is set (`load_token`); it must be set
+when the receiver listens beyond loopback. Only a caller that presented the token is told which
+environments exist. Everything an alert carries is escaped (`log_field`) before it reaches a log line.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import hmac
+import ipaddress
 import logging
 import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import re
+import socket
+import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
-from turnout.alerts import PayloadError, parse_payload, to_events
+from turnout.alerts import PayloadError, cut, parse_payload, to_events
+from turnout.errors import ConfigError
 
-__all__ = ["AlertReceiver", "known_environments"]
+__all__ = ["AlertReceiver", "known_environments", "load_token", "is_loopback", "log_field", "TOKEN_ENV"]
 
 log = logging.getLogger("turnout.alert_receiver")
-MAX_BODY = 1 << 20
+TOKEN_ENV = "TURNOUT_ALERT_TOKEN"
+MIN_TOKEN_LENGTH = 16
+# RFC 6750's b64token: what fits in `Authorization: Bearer ...` without quoting.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_HOW = (
+    f"put a token (e.g. `openssl rand -hex 32`) in a file readable only by the receiver and Alertmanager, pass "
+    f"--token-file PATH, or set ${TOKEN_ENV}; give Alertmanager the same file as "
+    f"http_config.authorization.credentials_file"
+)
 
 
 def known_environments(config_dir: Path) -> set[str]:
@@ -30,76 +49,159 @@ def known_environments(config_dir: Path) -> set[str]:
     return {p.stem for p in Path(config_dir).glob("*.toml")}
 
 
-class AlertReceiver(ThreadingHTTPServer):
-    """The HTTP server; `serve_forever()` to run, `shutdown()` to stop."""
+def log_field(value: object, limit: int = 200) -> str:
+    """`value` made safe for one log line: control, format and line-separator characters and backslashes
+    escaped (a newline in an alert name cannot start a forged line), cut to `limit` characters."""
+    text = cut(str(value), limit)
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii") if ch in "\n\r\t" else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
-    daemon_threads = True
 
-    def __init__(self, listen: tuple[str, int], prefect_api_url: str, environments: set[str],
-                 environment_label: str = "environment", timeout: float = 5.0):
+def is_loopback(host: str) -> bool:
+    """True when `host` is a loopback address (127.0.0.0/8, ::1) or `localhost` resolving only to loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host != "localhost":
+        return False  # a name may resolve anywhere (and differently tomorrow): treat it as beyond loopback
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def load_token(token_file: str | os.PathLike | None, environ: Mapping[str, str], *, listen_host: str) -> str | None:
+    """The bearer token from `token_file` or `$TURNOUT_ALERT_TOKEN` (surrounding whitespace stripped, as
+    Alertmanager strips its credentials_file), or None when neither is set and `listen_host` is loopback.
+
+    Raises ConfigError (exit 2) for both sources at once, an unreadable/empty file, a token too short or
+    with characters a bearer token cannot carry, and for no token when `listen_host` is beyond loopback.
+    """
+    from_env = environ.get(TOKEN_ENV, "").strip() or None
+    if token_file is not None and from_env is not None:
+        raise ConfigError(f"the alert token is given twice (--token-file and ${TOKEN_ENV}): keep one")
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read --token-file {token_file}: {getattr(e, 'strerror', None) or e}") from None
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty: {_HOW}")
+        where = f"--token-file {token_file}"
+    elif from_env is not None:
+        token, where = from_env, f"${TOKEN_ENV}"
+    else:
+        if not is_loopback(listen_host):
+            raise ConfigError(
+                f"--listen {listen_host} is not a loopback address, so a bearer token is required "
+                f"(anyone who reaches the port could roll back any environment): {_HOW}"
+            )
+        return None
+    if len(token) < MIN_TOKEN_LENGTH or not _TOKEN_CHARS.fullmatch(token):
+        # never echo the token itself
+        raise ConfigError(
+            f"the alert token in {where} must be at least {MIN_TOKEN_LENGTH} characters of "
+            f"A-Z a-z 0-9 - . _ ~ + / (e.g. `openssl rand -hex 32`)"
+        )
+    return token
+
+
+class AlertReceiver:
+    """Turns one webhook body into Prefect events and posts them; checks the bearer token.
+
+    No server here: `turnout.alert_server.AlertServer` calls `authenticated` and `handle` for each request.
+    `close()` releases the HTTP client.
+    """
+
+    def __init__(
+        self,
+        prefect_api_url: str,
+        environments: set[str],
+        *,
+        environment_label: str = "environment",
+        token: str | None = None,
+        timeout: float = 5.0,
+    ):
         self.prefect_api_url = prefect_api_url.rstrip("/")
-        self.environments = environments
+        self.environments = frozenset(environments)
         self.environment_label = environment_label
-        headers = {"Authorization": f"Bearer {os.environ['PREFECT_API_KEY']}"} if os.environ.get("PREFECT_API_KEY") else {}
+        # Only a digest is kept and compared: equal lengths, so the comparison time says nothing about the token.
+        self._token_digest = hashlib.sha256(token.encode()).digest() if token else None
+        headers = (
+            {"Authorization": f"Bearer {os.environ['PREFECT_API_KEY']}"} if os.environ.get("PREFECT_API_KEY") else {}
+        )
         self.client = httpx.Client(timeout=timeout, headers=headers)
-        super().__init__(listen, _Handler)
 
-    def forward(self, body: bytes) -> tuple[int, dict]:
-        """Handle one webhook body: (HTTP status, JSON answer)."""
+    @property
+    def requires_token(self) -> bool:
+        """Whether a caller must present the bearer token (one was configured)."""
+        return self._token_digest is not None
+
+    def authenticated(self, authorization: str | None) -> bool:
+        """True when the `Authorization` header carries the configured bearer token (constant time);
+        False for a missing or wrong one, and always False when no token is configured."""
+        if self._token_digest is None or not authorization:
+            return False
+        scheme, _, given = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        digest = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+        return hmac.compare_digest(digest, self._token_digest)
+
+    def handle(self, body: bytes, *, authenticated: bool = False) -> tuple[int, dict]:
+        """Handle one webhook body: (HTTP status, JSON answer). `authenticated` callers are also told the
+        known environments when an alert names another one."""
         try:
             payload = parse_payload(body)
         except PayloadError as e:
-            log.warning("refused a webhook call: %s", e)
+            log.warning("refused a webhook call: %s", log_field(e))
             return 400, {"error": str(e)}
-        events, skipped = to_events(payload, self.environments, self.environment_label)
+        events, skipped = to_events(payload, set(self.environments), self.environment_label)
         for line in skipped:
-            log.info("not triggering: %s", line)
+            log.info("not triggering: %s", log_field(line))
+        answer: dict = {"skipped": skipped}
+        label = self.environment_label
+        if authenticated and any(
+            a.labels.get(label) not in (None, "", *self.environments) for a in payload.alerts if a.status == "firing"
+        ):
+            answer["known_environments"] = sorted(self.environments)
         if not events:
-            return 200, {"accepted": 0, "skipped": skipped}
+            return 200, {"accepted": 0, **answer}
         try:
             r = self.client.post(f"{self.prefect_api_url}/events", json=events)
         except httpx.HTTPError as e:
-            log.error("Prefect at %s is unreachable (%s): answering 502 so Alertmanager retries",
-                      self.prefect_api_url, type(e).__name__)
+            log.error(
+                "Prefect at %s is unreachable (%s): answering 502 so Alertmanager retries",
+                self.prefect_api_url,
+                type(e).__name__,
+            )
             return 502, {"error": f"Prefect API unreachable: {type(e).__name__}: {e}"}
         if r.status_code >= 300:
-            log.error("Prefect refused %d event(s): HTTP %s %s; answering 502 so Alertmanager retries",
-                      len(events), r.status_code, r.text[:200])
+            log.error(
+                "Prefect refused %d event(s): HTTP %s %s; answering 502 so Alertmanager retries",
+                len(events),
+                r.status_code,
+                log_field(r.text),
+            )
             return 502, {"error": f"Prefect answered HTTP {r.status_code}", "detail": r.text[:500]}
-        for e in events:
-            log.info("firing alert %s for %s -> Prefect event %s", e["resource"]["alertname"],
-                     e["resource"]["turnout.environment"], e["id"])
-        return 200, {"accepted": len(events), "skipped": skipped, "events": [e["id"] for e in events]}
+        for event in events:
+            log.info(
+                "firing alert %s for %s -> Prefect event %s",
+                log_field(event["resource"]["alertname"]),
+                log_field(event["resource"]["turnout.environment"]),
+                event["id"],
+            )
+        return 200, {"accepted": len(events), **answer, "events": [e["id"] for e in events]}
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: AlertReceiver
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path.rstrip("/") not in ("", "/alertmanager"):
-            return self._answer(404, {"error": f"no such path {self.path}; Alertmanager posts to /alertmanager"})
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return self._answer(400, {"error": "bad Content-Length"})
-        if length > MAX_BODY:
-            return self._answer(413, {"error": f"body larger than {MAX_BODY} bytes"})
-        status, answer = self.server.forward(self.rfile.read(length))
-        self._answer(status, answer)
-
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path in ("/-/healthy", "/-/ready"):
-            return self._answer(200, {"status": "ok", "environments": sorted(self.server.environments)})
-        self._answer(404, {"error": "POST alerts to /alertmanager"})
-
-    def _answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, fmt: str, *args) -> None:
-        log.debug("%s " + fmt, self.client_address[0], *args)
+    def close(self) -> None:
+        """Release the HTTP client (its pooled connections to Prefect)."""
+        self.client.close()

@@ -1,9 +1,10 @@
 """Alertmanager webhook payloads → Prefect events (plain Python; the HTTP server is turnout.alert_receiver).
 
 Prefect OSS has no webhook endpoint, and `POST /api/events` needs each event's resource to carry a
-`prefect.resource.id` (PREFECT.md §4), so Alertmanager's fixed JSON is translated: one event per *firing*
-alert, named `turnout.alert.firing`, whose resource carries the environment and the alert's labels. A
-rollback deployment's trigger matches `turnout.environment`; resolved alerts never trigger anything.
+`prefect.resource.id` (the server refuses the event otherwise), so Alertmanager's fixed JSON is
+translated: one event per *firing* alert, named `turnout.alert.firing`, whose resource carries the
+environment and the alert's labels. A rollback deployment's trigger matches `turnout.environment`;
+resolved alerts never trigger anything.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from turnout.models import utcnow
 
-__all__ = ["AlertmanagerPayload", "Alert", "parse_payload", "to_events", "EVENT_FIRING", "PayloadError"]
+__all__ = ["AlertmanagerPayload", "Alert", "parse_payload", "to_events", "cut", "EVENT_FIRING", "PayloadError"]
 
 EVENT_FIRING = "turnout.alert.firing"
+ECHO_LIMIT = 120  # a label value quoted back in an answer or a log line is cut to this many characters
+
+
+def cut(value: str, limit: int = ECHO_LIMIT) -> str:
+    """`value`, cut to `limit` characters with a note of how much was left off (for echoing input back)."""
+    return value if len(value) <= limit else f"{value[:limit]}...(+{len(value) - limit} chars)"
 
 
 class PayloadError(ValueError):
@@ -65,35 +72,55 @@ def parse_payload(body: bytes) -> AlertmanagerPayload:
         payload = AlertmanagerPayload.model_validate_json(body)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = cut(".".join(str(p) for p in first["loc"]) or "body")  # loc holds the sender's keys
         raise PayloadError(f"not an Alertmanager webhook payload: {where}: {first['msg']}") from None
     if payload.version != "4":
-        raise PayloadError(f"unsupported Alertmanager payload version {payload.version!r} (expected \"4\")")
+        raise PayloadError(f'unsupported Alertmanager payload version {cut(payload.version)!r} (expected "4")')
     return payload
 
 
-def to_events(payload: AlertmanagerPayload, known: set[str], environment_label: str = "environment"
-              ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Prefect events for the firing alerts of known environments, and one line per alert skipped."""
+def to_events(
+    payload: AlertmanagerPayload, known: set[str], environment_label: str = "environment"
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Prefect events for the firing alerts of known environments, and one line per alert skipped.
+
+    A skipped line quotes the alert's own name and environment label (cut), never the known environments:
+    the caller may not be entitled to that list (the receiver adds it for an authenticated caller).
+    """
     events, skipped = [], []
     for alert in payload.alerts:
         name = alert.labels.get("alertname", "unnamed")
         env = alert.labels.get(environment_label)
         if alert.status != "firing":
-            skipped.append(f"{name}: resolved (resolved alerts never trigger)")
+            skipped.append(f"{cut(name)}: resolved (resolved alerts never trigger)")
             continue
         if not env:
-            skipped.append(f"{name}: no {environment_label!r} label")
+            skipped.append(f"{cut(name)}: no {environment_label!r} label")
             continue
         if env not in known:
-            skipped.append(f"{name}: unknown environment {env!r} (known: {', '.join(sorted(known)) or 'none'})")
+            skipped.append(f"{cut(name)}: unknown environment '{cut(env)}'")
             continue
-        resource = {"prefect.resource.id": f"turnout.alert.{alert.key()}", "prefect.resource.name": name,
-                    "turnout.environment": env, "alertname": name, "severity": alert.labels.get("severity", ""),
-                    "release": alert.labels.get("release", "")}
-        events.append({
-            "id": str(uuid.uuid4()), "occurred": utcnow().isoformat(), "event": EVENT_FIRING, "resource": resource,
-            "payload": {"labels": alert.labels, "annotations": alert.annotations, "startsAt": alert.startsAt,
-                        "generatorURL": alert.generatorURL, "receiver": payload.receiver},
-        })
+        resource = {
+            "prefect.resource.id": f"turnout.alert.{alert.key()}",
+            "prefect.resource.name": name,
+            "turnout.environment": env,
+            "alertname": name,
+            "severity": alert.labels.get("severity", ""),
+            "release": alert.labels.get("release", ""),
+        }
+        events.append(
+            {
+                "id": str(uuid.uuid4()),
+                "occurred": utcnow().isoformat(),
+                "event": EVENT_FIRING,
+                "resource": resource,
+                "payload": {
+                    "labels": alert.labels,
+                    "annotations": alert.annotations,
+                    "startsAt": alert.startsAt,
+                    "generatorURL": alert.generatorURL,
+                    "receiver": payload.receiver,
+                },
+            }
+        )
     return events, skipped

@@ -1,7 +1,7 @@
 """Environment files: `deployments/<env>.toml`, loaded and validated before anything is touched.
 
 The core keys are validated here; each plugin's own table (`[router]`, `[target]`, every gate
-and notifier) is validated against that plugin's pydantic model by `turnout.plugins`. Any error
+and notifier) is validated against that plugin's pydantic model by `turnout.registry`. Any error
 becomes a `ConfigError` naming the file, the key and the reason (TOML syntax errors keep their
 line number).
 
@@ -11,11 +11,12 @@ the `deployments/` folder (the parent of the config directory).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -52,7 +53,7 @@ class PluginTable(BaseModel):
 class HealthConfig(BaseModel):
     """Health checks run against a slot before it takes traffic and after the switch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     paths: list[str] = Field(default_factory=lambda: ["/health/live", "/health/ready", "/metrics"])
     timeout: float = Field(300.0, gt=0, description="Seconds to wait for the release to become healthy.")
@@ -68,22 +69,55 @@ class HealthConfig(BaseModel):
         return v
 
 
+#: The judge a canary uses when `[canary.judge]` does not say.
+DEFAULT_JUDGE = "sequential"
+# judge settings that earlier versions took directly under [canary]
+_FLAT_JUDGE_KEYS = ("confidence", "min_effect", "min_latency_effect")
+
+
 class CanaryConfig(BaseModel):
     """Canary ramp defaults (used by the canary flow)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     stages: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
     duration: float = Field(300.0, gt=0, description="Seconds per stage.")
     interval: float = Field(30.0, gt=0, description="Seconds per measurement (analysis interval).")
-    judge: Literal["threshold", "statistical"] = "threshold"
-    min_requests: int = Field(50, ge=1, description="Fewer canary requests in a window is inconclusive.")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="statistical judge: confidence level.")
-    min_effect: float = Field(0.01, ge=0, le=1, description="statistical judge: smallest 5xx-rate increase to fail on.")
-    min_latency_effect: float = Field(0.1, ge=0, description="statistical judge: smallest p95 increase (s) to fail on.")
+    judge: PluginTable = Field(
+        default_factory=lambda: PluginTable(kind=DEFAULT_JUDGE),
+        description="`[canary.judge]`: kind = a registered judge, plus that judge's settings.",
+    )
+    min_requests: int = Field(50, ge=1, description="Fewer requests on either slot in a stage is inconclusive.")
     failure_limit: int = Field(0, ge=0, description="Failed measurements tolerated per stage.")
     inconclusive_limit: int = Field(1, ge=0, description="Inconclusive measurements tolerated per stage.")
     consecutive_error_limit: int = Field(2, ge=0, description="Measurement errors in a row tolerated.")
+    stage_extension: int = Field(
+        3, ge=0, description="Extra measurements a stage whose last measurement did not pass may take before it aborts."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_judge(cls, data: Any) -> Any:
+        # the flat form of earlier versions, `judge = "statistical"` with `confidence = ...` beside it,
+        # is the table `[canary.judge] kind = "statistical"`, `confidence = ...`
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        flat = {k: data.pop(k) for k in _FLAT_JUDGE_KEYS if k in data}
+        judge = data.get("judge", DEFAULT_JUDGE)
+        if isinstance(judge, str):
+            judge = {"kind": judge}
+        elif isinstance(judge, PluginTable):
+            judge = judge.model_dump()
+        if isinstance(judge, dict):
+            for k, v in flat.items():
+                if k in judge:
+                    raise ValueError(
+                        f"{k} is set both in [canary] and in [canary.judge]; keep the one in [canary.judge]"
+                    )
+                judge = {**judge, k: v}
+        data["judge"] = judge
+        return data
 
     @field_validator("stages")
     @classmethod
@@ -92,15 +126,15 @@ class CanaryConfig(BaseModel):
             raise ValueError("stages must not be empty")
         if any(s < 1 or s > 100 for s in v):
             raise ValueError(f"every stage must be within 1..100, got {v}")
-        if any(b <= a for a, b in zip(v, v[1:])):
+        if any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError(f"stages must be strictly increasing, got {v}")
         if v[-1] != 100:
             raise ValueError(f"the last stage must be 100, got {v[-1]}")
         return v
 
-
-    def override(self, stages: list[int] | None = None, duration: float | None = None,
-                 interval: float | None = None) -> "CanaryConfig":
+    def override(
+        self, stages: list[int] | None = None, duration: float | None = None, interval: float | None = None
+    ) -> CanaryConfig:
         """This config with a run's overrides, validated; ConfigError naming the bad value."""
         data = self.model_dump()
         for key, value in (("stages", stages), ("duration", duration), ("interval", interval)):
@@ -117,17 +151,19 @@ class CanaryConfig(BaseModel):
 class ThresholdsConfig(BaseModel):
     """Canary-versus-stable limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     max_error_rate_increase: float = Field(0.05, ge=0)
     max_p95_latency_increase: float = Field(3.0, ge=0)
     min_availability: float = Field(0.95, ge=0, le=1)
+    max_p95_ratio: float = Field(2.0, gt=1, description="Canary p95 above this multiple of stable's fails...")
+    p95_ratio_floor: float = Field(0.01, ge=0, description="...when it is also at least this many seconds slower.")
 
 
 class RollbackConfig(BaseModel):
     """The watch after a promotion (its triggers) and rollback settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     watch: float = Field(600.0, ge=0, description="Seconds to watch a promoted release; 0 skips the watch")
     interval: float = Field(10.0, gt=0, description="Seconds per watch measurement")
@@ -139,8 +175,16 @@ class RollbackConfig(BaseModel):
     lock_wait: float = Field(60.0, ge=0, description="Seconds `turnout rollback` waits for a running deployment")
 
 
-CONTRACT_RULES = ["ban-drop-column", "ban-drop-table", "ban-drop-database", "renaming-column", "renaming-table",
-                  "changing-column-type", "adding-required-field", "adding-not-nullable-field"]
+CONTRACT_RULES = [
+    "ban-drop-column",
+    "ban-drop-table",
+    "ban-drop-database",
+    "renaming-column",
+    "renaming-table",
+    "changing-column-type",
+    "adding-required-field",
+    "adding-not-nullable-field",
+]
 
 
 class DatabaseConfig(BaseModel):
@@ -151,7 +195,7 @@ class DatabaseConfig(BaseModel):
     databases (SQLite): a URL with a password there is refused.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     url_env: str | None = Field(None, description="Environment variable holding the SQLAlchemy URL")
     secret_block: str | None = Field(None, description="Prefect Secret block holding the URL")
@@ -166,19 +210,24 @@ class DatabaseConfig(BaseModel):
     statement_timeout: float = Field(30.0, gt=0, description="Seconds a migration statement may run")
     lock_retries: int = Field(5, ge=0, description="Retries after a lock timeout (SQLSTATE 55P03)")
     retry_backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each time")
-    contract_rules: list[str] = Field(default_factory=lambda: list(CONTRACT_RULES),
-                                      description="squawk rules that make a migration a contract")
+    contract_rules: list[str] = Field(
+        default_factory=lambda: list(CONTRACT_RULES), description="squawk rules that make a migration a contract"
+    )
     lint_errors: list[str] = Field(default_factory=list, description="squawk rules that refuse a migration")
-    lint_exclude: list[str] = Field(default_factory=lambda: ["require-lock-timeout", "require-statement-timeout"],
-                                    description="squawk rules not run (turnout sets both timeouts itself)")
+    lint_exclude: list[str] = Field(
+        default_factory=lambda: ["require-lock-timeout", "require-statement-timeout"],
+        description="squawk rules not run (turnout sets both timeouts itself)",
+    )
 
     @model_validator(mode="after")
-    def _sources(self) -> "DatabaseConfig":
+    def _sources(self) -> DatabaseConfig:
         if not (self.url_env or self.secret_block or self.default_url):
             raise ValueError("set url_env (an environment variable holding the URL), secret_block, or default_url")
         if self.default_url and "@" in self.default_url.split("://", 1)[-1].split("/", 1)[0]:
-            raise ValueError("default_url must not carry credentials: put the URL in an environment variable "
-                             "(url_env) or a Prefect Secret block (secret_block)")
+            raise ValueError(
+                "default_url must not carry credentials: put the URL in an environment variable "
+                "(url_env) or a Prefect Secret block (secret_block)"
+            )
         if not (self.alembic_ini or self.script_location):
             raise ValueError("set alembic_ini or script_location (the application's Alembic project)")
         return self
@@ -187,7 +236,7 @@ class DatabaseConfig(BaseModel):
 class Environment(BaseModel):
     """One environment file, validated. `root` is the project root relative paths resolve against."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: never a usable setting
 
     name: str
     state_dir: Path = Path(".turnout/default")
@@ -212,7 +261,7 @@ class Environment(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _resolve_paths(self) -> "Environment":
+    def _resolve_paths(self) -> Environment:
         if not self.state_dir.is_absolute():
             self.state_dir = (self.root / self.state_dir).resolve()
         return self

@@ -3,7 +3,6 @@
     TurnoutError
     ├── ConfigError        bad input or configuration; nothing was touched      → exit 2
     │   └── LockHeld       another deployment holds the environment             → exit 2
-    ├── GateFailure        a gate said no; the run was rolled back to safety     → exit 1
     ├── BackendError       a router, target or tool failed                       → exit 1 (after rollback)
     └── UnsafeState        turnout could not reach a known-safe state            → exit 3
 
@@ -16,7 +15,6 @@ __all__ = [
     "TurnoutError",
     "ConfigError",
     "LockHeld",
-    "GateFailure",
     "BackendError",
     "UnsafeState",
     "EXIT_OK",
@@ -45,10 +43,6 @@ class ConfigError(TurnoutError):
 
 class LockHeld(ConfigError):
     """Another deployment is running in this environment; this one was refused, not queued."""
-
-
-class GateFailure(TurnoutError):
-    """A gate failed (or stayed inconclusive); the deployment was stopped."""
 
 
 class BackendError(TurnoutError):

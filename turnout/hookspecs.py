@@ -2,8 +2,11 @@
 
 Plugins are modules or objects whose functions carry `@turnout.hookimpl`. They are found through
 the entry-point group `turnout` (built-ins use it too) and through `TURNOUT_PLUGIN_MODULES`.
-Hooks are always called with keyword arguments, so an implementation may accept fewer
-parameters than the spec lists.
+Hooks are always called through pluggy with keyword arguments, so an implementation may accept
+fewer parameters than the spec lists, and wrappers (`@turnout.hookimpl(wrapper=True)`) run around
+the calls. turnout calls each plugin's implementation separately (to attribute every registration
+to its plugin, and so that one plugin's failing event hook keeps the event from no other), so a
+wrapper runs once per implementing plugin.
 
 Registration hooks return a list of `turnout.interfaces.Registration` (a name, a pydantic config
 model and a factory). The environment file picks one by `kind = "<name>"`; two plugins
@@ -28,6 +31,7 @@ __all__ = [
     "register_metrics_providers",
     "register_gates",
     "register_notifiers",
+    "register_judges",
     "deployment_event",
 ]
 
@@ -58,6 +62,14 @@ def register_gates() -> list[Registration]:
 @hookspec
 def register_notifiers() -> list[Registration]:
     """Notifiers this plugin provides (`[[notifiers]] kind = ...`); called once at start-up."""
+
+
+@hookspec
+def register_judges() -> list[Registration]:
+    """Canary judges this plugin provides (`[canary.judge] kind = ...`); called once at start-up.
+
+    The factory returns a `turnout.interfaces.Judge`.
+    """
 
 
 # --- broadcast ---------------------------------------------------------------------------------

@@ -7,26 +7,62 @@ a lock whose holder process is gone on this host is taken over and the crashed r
 
 SQLite by default (a file in the state directory), any SQLAlchemy URL otherwise. This module never
 imports Prefect: `turnout status` reads it in well under a second.
+
+A ledger that cannot be opened is a ConfigError naming it (exit 2: nothing was touched). A SQLite
+file that exists but is empty while the state directory shows earlier deployments, or that is not
+SQLite at all, is refused rather than silently started afresh: the record of what runs where
+would be lost, and deployment numbers (and report names) would start again.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, create_engine, event, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from turnout.errors import LockHeld
+from turnout.errors import ConfigError, LockHeld
+from turnout.faults import crash_point
 from turnout.models import SLOTS, Split, Verdict, utcnow
 from turnout.procs import pid_alive
 
-__all__ = ["Ledger", "LockInfo"]
+__all__ = ["Ledger", "LockInfo", "ContractMigration", "MIGRATION_LINT", "DATABASE_BACKUP"]
+
+# The actions a migrate run records (written by tasks/database.py), read back by the migration queries
+# below: the names live here so that writing and reading them can never drift apart.
+MIGRATION_LINT = "lint-migrations"  # result: {"lints": [{"revision", "kind", "message", ...}, ...]}
+DATABASE_BACKUP = "backup-database"  # result: the proved backup (turnout.database.backup.Backup.as_dict)
+
+
+@dataclass(frozen=True)
+class ContractMigration:
+    """A migrate run that applied at least one contract migration (one an older release cannot run on)."""
+
+    migration_id: int  # the migrate run's deployment id
+    revision: str  # its first contract migration
+    backup: dict[str, Any] | None  # the proved backup it took before applying anything, or None
 
 
 class _Base(DeclarativeBase):
@@ -124,22 +160,67 @@ def _row_dict(row: Any) -> dict[str, Any]:
     return {c.name: getattr(row, c.name) for c in row.__table__.columns}
 
 
-class Ledger:
-    """Read and write the ledger at `url` (created on first use)."""
+def _crash_points(method):
+    """`ledger.<method>:before` / `:after` crash points around a write that records the world's state."""
+    name = f"ledger.{method.__name__}"
 
-    def __init__(self, url: str):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        crash_point(f"{name}:before")
+        out = method(*args, **kwargs)
+        crash_point(f"{name}:after")
+        return out
+
+    return wrapper
+
+
+class Ledger:
+    """Read and write the ledger at `url` (created on first use unless `create` is False).
+
+    `state_dir` is where the environment keeps its other state: a SQLite ledger found empty while
+    it holds earlier deployments' reports is refused (see the module docstring). Raises ConfigError
+    naming the ledger when it cannot be opened.
+    """
+
+    def __init__(self, url: str, *, state_dir: Path | None = None, create: bool = True):
         self.url = url
         kwargs: dict[str, Any] = {}
+        path = _sqlite_file(url)
+        if path is not None:
+            _check_sqlite_file(path, state_dir or path.parent)
+            if create:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise ConfigError(_open_error(url, path, e.strerror or str(e))) from None
         if url.startswith("sqlite"):
-            path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _Base.metadata.create_all(self.engine)
+        try:
+            if create:
+                _Base.metadata.create_all(self.engine)
+            self.exists = create or inspect(self.engine).has_table(DeploymentRow.__tablename__)
+        except SQLAlchemyError as e:
+            self.engine.dispose()
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines() or ["?"]
+            raise ConfigError(_open_error(url, path, reason[0])) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open_existing(cls, url: str, *, state_dir: Path | None = None) -> Ledger | None:
+        """The ledger at `url` when one was ever written there, else None. Creates nothing (for reads)."""
+        path = _sqlite_file(url)
+        if path is not None:
+            _check_sqlite_file(path, state_dir or path.parent)
+            if not path.is_file() or path.stat().st_size == 0:
+                return None
+        ledger = cls(url, state_dir=state_dir, create=False)
+        if not ledger.exists:
+            ledger.close()
+            return None
+        return ledger
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -222,6 +303,7 @@ class Ledger:
             if row is not None:
                 row.deployment_id = deployment_id
 
+    @_crash_points
     def release_lock(self, environment: str) -> None:
         """Release the lock if this process holds it."""
         with self.session() as s:
@@ -237,13 +319,18 @@ class Ledger:
 
     # --- deployments, actions and verdicts ------------------------------------------------------
 
+    @_crash_points
     def start_deployment(self, environment: str, strategy: str, release: str, **fields: Any) -> int:
         """Record a new deployment in state `running`; return its id."""
         with self.session() as s:
             self._env_row(s, environment)
             row = DeploymentRow(
-                environment=environment, strategy=strategy, release=release,
-                pid=os.getpid(), host=socket.gethostname(), **fields,
+                environment=environment,
+                strategy=strategy,
+                release=release,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                **fields,
             )
             s.add(row)
             s.flush()
@@ -260,8 +347,13 @@ class Ledger:
         """Ask the running canary of `environment` to promote; its id, or None when none runs."""
         with self.session() as s:
             row = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.status == "running",
-                                            DeploymentRow.strategy == "canary").order_by(DeploymentRow.id.desc())
+                select(DeploymentRow)
+                .where(
+                    DeploymentRow.environment == environment,
+                    DeploymentRow.status == "running",
+                    DeploymentRow.strategy == "canary",
+                )
+                .order_by(DeploymentRow.id.desc())
             ).first()
             if row is None:
                 return None
@@ -278,13 +370,17 @@ class Ledger:
         """Ask the running deployment of `environment` (if any) to roll back now; its id, or None."""
         with self.session() as s:
             row = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.status == "running")
+                select(DeploymentRow)
+                .where(DeploymentRow.environment == environment, DeploymentRow.status == "running")
                 .order_by(DeploymentRow.id.desc())
             ).first()
             if row is None:
                 return None
-            row.options = {**(row.options or {}), "rollback_requested_at": utcnow().isoformat(),
-                           "rollback_reason": reason}
+            row.options = {
+                **(row.options or {}),
+                "rollback_requested_at": utcnow().isoformat(),
+                "rollback_reason": reason,
+            }
             return row.id
 
     def rollback_requested(self, deployment_id: int) -> str | None:
@@ -294,6 +390,7 @@ class Ledger:
             options = (row.options or {}) if row else {}
             return options.get("rollback_reason") if options.get("rollback_requested_at") else None
 
+    @_crash_points
     def finish_deployment(self, deployment_id: int, status: str, reason: str = "") -> None:
         """Record the outcome: promoted, aborted or failed."""
         self.update_deployment(deployment_id, status=status, reason=reason, finished_at=utcnow())
@@ -309,7 +406,7 @@ class Ledger:
     def result(self, action_id: int, ok: bool, **detail: Any) -> None:
         """Write how an action ended."""
         with self.session() as s:
-            row = s.get(ActionRow, action_id)
+            row = s.get_one(ActionRow, action_id)
             row.state = "done" if ok else "failed"
             row.result = _jsonable(detail)
             row.finished_at = utcnow()
@@ -317,10 +414,16 @@ class Ledger:
     def record_verdict(self, deployment_id: int, verdict: Verdict) -> None:
         """Store a gate verdict with its evidence."""
         with self.session() as s:
-            s.add(VerdictRow(
-                deployment_id=deployment_id, gate=verdict.gate, phase=verdict.phase.value,
-                outcome=verdict.outcome.value, reason=verdict.reason, evidence=_jsonable(verdict.evidence),
-            ))
+            s.add(
+                VerdictRow(
+                    deployment_id=deployment_id,
+                    gate=verdict.gate,
+                    phase=verdict.phase.value,
+                    outcome=verdict.outcome.value,
+                    reason=verdict.reason,
+                    evidence=_jsonable(verdict.evidence),
+                )
+            )
 
     # --- environment state ----------------------------------------------------------------------
 
@@ -334,12 +437,14 @@ class Ledger:
             s.flush()
         return row
 
-    def set_slot(self, environment: str, slot: str, *, state: str, release: str | None = None,
-                 endpoints: list[str] | None = None) -> None:
+    @_crash_points
+    def set_slot(
+        self, environment: str, slot: str, *, state: str, release: str | None = None, endpoints: list[str] | None = None
+    ) -> None:
         """Record what a slot holds now."""
         with self.session() as s:
             self._env_row(s, environment)
-            row = s.get(SlotRow, (environment, slot))
+            row = s.get_one(SlotRow, (environment, slot))
             row.state = state
             if release is not None or state in ("empty", "stopped"):
                 row.release = release if release is not None else row.release
@@ -347,6 +452,7 @@ class Ledger:
                 row.endpoints = list(endpoints)
             row.updated_at = utcnow()
 
+    @_crash_points
     def set_split(self, environment: str, split: Split) -> None:
         """Record the traffic split now in force."""
         with self.session() as s:
@@ -354,6 +460,7 @@ class Ledger:
             row.split_blue, row.split_green = split.blue, split.green
             row.updated_at = utcnow()
 
+    @_crash_points
     def set_last_known_good(self, environment: str, release: str) -> None:
         """Record the release that was promoted and survived (and mark it good)."""
         with self.session() as s:
@@ -361,6 +468,7 @@ class Ledger:
             row.last_known_good, row.last_known_good_at = release, utcnow()
         self.mark_release(environment, release, "good", "promoted and survived its watch")
 
+    @_crash_points
     def mark_release(self, environment: str, release: str, verdict: str, reason: str = "") -> None:
         """Record that `release` proved good or bad in `environment` (the latest verdict wins)."""
         if verdict not in ("good", "bad"):
@@ -382,24 +490,69 @@ class Ledger:
     def known_good(self, environment: str) -> list[str]:
         """Releases that proved good here and are not marked bad since, most recent first."""
         with self.session() as s:
-            rows = s.scalars(select(ReleaseRow).where(ReleaseRow.environment == environment,
-                                                      ReleaseRow.verdict == "good").order_by(ReleaseRow.at.desc()))
+            rows = s.scalars(
+                select(ReleaseRow)
+                .where(ReleaseRow.environment == environment, ReleaseRow.verdict == "good")
+                .order_by(ReleaseRow.at.desc())
+            )
             return [r.release for r in rows]
 
     def migrations_since(self, environment: str, since) -> list[dict[str, Any]]:
         """Migrations that changed the database (status migrated) after `since`, oldest first, with actions."""
         with self.session() as s:
-            ids = list(s.scalars(select(DeploymentRow.id).where(
-                DeploymentRow.environment == environment, DeploymentRow.strategy == "migrate",
-                DeploymentRow.status == "migrated", DeploymentRow.started_at >= since).order_by(DeploymentRow.id)))
-        return [self.deployment(i) for i in ids]
+            ids = list(
+                s.scalars(
+                    select(DeploymentRow.id)
+                    .where(
+                        DeploymentRow.environment == environment,
+                        DeploymentRow.strategy == "migrate",
+                        DeploymentRow.status == "migrated",
+                        DeploymentRow.started_at >= since,
+                    )
+                    .order_by(DeploymentRow.id)
+                )
+            )
+        return [d for i in ids if (d := self.deployment(i)) is not None]
+
+    def migration_lints(self, deployment_id: int) -> list[dict[str, Any]]:
+        """How a migrate run's lint classified each pending migration (revision, kind, message, findings)."""
+        action = self._last_action(deployment_id, MIGRATION_LINT)
+        return list(((action or {}).get("result") or {}).get("lints", []))
+
+    def backup_before(self, deployment_id: int) -> dict[str, Any] | None:
+        """The proved backup a migrate run took before applying anything (path, proof, ...), or None."""
+        action = self._last_action(deployment_id, DATABASE_BACKUP, state="done")
+        return action["result"] if action else None
+
+    def contract_migrations_since(self, environment: str, since: datetime) -> list[ContractMigration]:
+        """Migrate runs after `since` that applied a contract migration, oldest first, each with its backup."""
+        found = []
+        for m in self.migrations_since(environment, since):
+            contracts = [x for x in self.migration_lints(m["id"]) if x.get("kind") == "contract"]
+            if contracts:
+                found.append(ContractMigration(m["id"], contracts[0]["revision"], self.backup_before(m["id"])))
+        return found
+
+    def _last_action(self, deployment_id: int, name: str, state: str | None = None) -> dict[str, Any] | None:
+        with self.session() as s:
+            query = select(ActionRow).where(ActionRow.deployment_id == deployment_id, ActionRow.name == name)
+            if state is not None:
+                query = query.where(ActionRow.state == state)
+            row = s.scalars(query.order_by(ActionRow.id.desc()).limit(1)).first()
+            return _row_dict(row) if row else None
 
     def last_promotion(self, environment: str, release: str) -> dict[str, Any] | None:
         """The latest deployment that put `release` live (promoted, rolled back to, or recovered onto)."""
         with self.session() as s:
-            rows = s.scalars(select(DeploymentRow).where(
-                DeploymentRow.environment == environment, DeploymentRow.release == release,
-                DeploymentRow.status.in_(("promoted", "rolled-back"))).order_by(DeploymentRow.id.desc()))
+            rows = s.scalars(
+                select(DeploymentRow)
+                .where(
+                    DeploymentRow.environment == environment,
+                    DeploymentRow.release == release,
+                    DeploymentRow.status.in_(("promoted", "rolled-back")),
+                )
+                .order_by(DeploymentRow.id.desc())
+            )
             for row in rows:  # a deployment "rolled-back" carried a bad release; a rollback put its release live
                 if (row.strategy == "rollback") == (row.status == "rolled-back"):
                     return _row_dict(row)
@@ -408,8 +561,14 @@ class Ledger:
     def ever_deployed(self, environment: str, release: str) -> bool:
         """True when any deployment in `environment` ever carried `release`."""
         with self.session() as s:
-            return s.scalars(select(DeploymentRow.id).where(DeploymentRow.environment == environment,
-                                                            DeploymentRow.release == release).limit(1)).first() is not None
+            return (
+                s.scalars(
+                    select(DeploymentRow.id)
+                    .where(DeploymentRow.environment == environment, DeploymentRow.release == release)
+                    .limit(1)
+                ).first()
+                is not None
+            )
 
     def environment_state(self, environment: str) -> dict[str, Any]:
         """Everything `turnout status` shows: split, slots, last known good, lock, last deployment."""
@@ -417,12 +576,16 @@ class Ledger:
             env = s.get(EnvironmentRow, environment)
             slots = {r.slot: _row_dict(r) for r in s.scalars(select(SlotRow).where(SlotRow.environment == environment))}
             last = s.scalars(  # the last run that moved traffic: migrations have their own line
-                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.strategy != "migrate")
-                .order_by(DeploymentRow.id.desc()).limit(1)
+                select(DeploymentRow)
+                .where(DeploymentRow.environment == environment, DeploymentRow.strategy != "migrate")
+                .order_by(DeploymentRow.id.desc())
+                .limit(1)
             ).first()
             migration = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.environment == environment, DeploymentRow.strategy == "migrate")
-                .order_by(DeploymentRow.id.desc()).limit(1)
+                select(DeploymentRow)
+                .where(DeploymentRow.environment == environment, DeploymentRow.strategy == "migrate")
+                .order_by(DeploymentRow.id.desc())
+                .limit(1)
             ).first()
             lock = s.get(LockRow, environment)
             split = None
@@ -444,8 +607,10 @@ class Ledger:
         """The latest deployments, newest first."""
         with self.session() as s:
             rows = s.scalars(
-                select(DeploymentRow).where(DeploymentRow.environment == environment)
-                .order_by(DeploymentRow.id.desc()).limit(limit)
+                select(DeploymentRow)
+                .where(DeploymentRow.environment == environment)
+                .order_by(DeploymentRow.id.desc())
+                .limit(limit)
             )
             return [_row_dict(r) for r in rows]
 
@@ -456,11 +621,106 @@ class Ledger:
             if row is None:
                 return None
             d = _row_dict(row)
-            d["actions"] = [_row_dict(a) for a in s.scalars(
-                select(ActionRow).where(ActionRow.deployment_id == deployment_id).order_by(ActionRow.id))]
-            d["verdicts"] = [_row_dict(v) for v in s.scalars(
-                select(VerdictRow).where(VerdictRow.deployment_id == deployment_id).order_by(VerdictRow.id))]
+            d["actions"] = [
+                _row_dict(a)
+                for a in s.scalars(
+                    select(ActionRow).where(ActionRow.deployment_id == deployment_id).order_by(ActionRow.id)
+                )
+            ]
+            d["verdicts"] = [
+                _row_dict(v)
+                for v in s.scalars(
+                    select(VerdictRow).where(VerdictRow.deployment_id == deployment_id).order_by(VerdictRow.id)
+                )
+            ]
             return d
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL, or None (another database, or SQLite in memory)."""
+    try:
+        u = make_url(url)
+    except Exception:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def _check_sqlite_file(path: Path, state_dir: Path) -> None:
+    """Refuse a ledger file that cannot be the ledger: not SQLite, or empty while `state_dir` shows history.
+
+    The file is never opened with Python's `open()`: closing any descriptor of a database file
+    releases every POSIX lock this process holds on it, including those of a Ledger already open here,
+    and another process could then checkpoint and remove the WAL under it (SQLite's "How To Corrupt
+    An SQLite Database File", 2.2). SQLite itself is asked instead: it shares one descriptor per file
+    within the process and defers closing it while locks are held.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        size = path.stat().st_size
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise ConfigError(f"ledger {path}: cannot be read: {e.strerror}; nothing was touched") from None
+    if path.is_dir():
+        return  # SQLAlchemy's own error names it
+    aside = f"move it aside (`mv {path} {path}.broken`) to start a new ledger on purpose; nothing was touched"
+    if size == 0:
+        history = _history(state_dir)
+        if history:  # an empty file beside earlier deployments' state: truncated, not new
+            raise ConfigError(
+                f"ledger {path} is empty (0 bytes) but {state_dir} holds earlier deployments "
+                f"({', '.join(history)}): restore it from a backup, or {aside}"
+            )
+        return
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise ConfigError(_open_error(str(path), path, str(e))) from None
+    try:
+        con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        if "not a database" in str(e) or "malformed" in str(e):
+            raise ConfigError(
+                f"ledger {path} is not a SQLite database (overwritten or corrupted): restore it from a backup, "
+                f"or {aside}"
+            ) from None
+        raise ConfigError(_open_error(str(path), path, str(e))) from None  # e.g. a full disk: no room for -shm
+    finally:
+        con.close()
+
+
+def _history(state_dir: Path) -> list[str]:
+    """What in the state directory shows earlier deployments: their reports, else any non-empty folder."""
+    try:
+        reports = sorted(state_dir.glob("reports/deployment-*.md"), key=lambda p: p.stat().st_mtime)
+        if reports:
+            return [str(p.relative_to(state_dir)) for p in reports[:3]] + (["…"] if len(reports) > 3 else [])
+        return sorted(f"{p.name}/" for p in state_dir.iterdir() if p.is_dir() and any(p.iterdir()))[:3]
+    except OSError:
+        return []
+
+
+def _open_error(url: str, path: Path | None, reason: str) -> str:
+    """One line: which ledger, why it cannot be opened, what to check."""
+    if path is not None:
+        from turnout.storage import storage_problem
+
+        problem = storage_problem(path.parent)
+        return (
+            f"ledger {path}: cannot open: {reason}"
+            + (f" ({problem})" if problem else "")
+            + "; the state directory (state_dir) must be writable and have free space; nothing was touched"
+        )
+    from turnout.database.url import redact
+
+    return (
+        f"ledger {redact(url)}: cannot connect: {reason}; check ledger_url in the environment file "
+        "and that the database is running; nothing was touched"
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -35,17 +35,32 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe summary (no timeline)."""
-        return {"requests": self.requests, "ok": self.ok, "non_2xx": self.non_2xx,
-                "connection_errors": self.connection_errors, "retried_after_keepalive_close": self.retried,
-                "seconds": round(self.seconds, 2), "rps": round(self.requests / self.seconds, 1) if self.seconds else 0,
-                "by_release": dict(self.by_release), "by_status": {str(k): v for k, v in self.by_status.items()}}
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "non_2xx": self.non_2xx,
+            "connection_errors": self.connection_errors,
+            "retried_after_keepalive_close": self.retried,
+            "seconds": round(self.seconds, 2),
+            "rps": round(self.requests / self.seconds, 1) if self.seconds else 0,
+            "by_release": dict(self.by_release),
+            "by_status": {str(k): v for k, v in self.by_status.items()},
+        }
 
 
 class Load:
     """Start with `start()`, end with `stop()` (or let the budget run out); bounded either way."""
 
-    def __init__(self, url: str, *, connections: int = 8, max_requests: int = 5000, max_seconds: float = 60.0,
-                 release_header: str = "x-release", keep_timeline: bool = False):
+    def __init__(
+        self,
+        url: str,
+        *,
+        connections: int = 8,
+        max_requests: int = 5000,
+        max_seconds: float = 60.0,
+        release_header: str = "x-release",
+        keep_timeline: bool = False,
+    ):
         if not url.startswith(("http://127.", "http://localhost")):
             raise ValueError(f"load is only ever sent to this machine, not to {url}")
         self.url, self.connections = url, connections
@@ -67,7 +82,8 @@ class Load:
     def _worker(self) -> None:
         with httpx.Client(timeout=5.0, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)) as c:
             while not self._stop.is_set() and time.monotonic() - self._t0 < self.max_seconds and self._take():
-                status, release, retried = None, "", False
+                status: int | str | None = None  # the HTTP status, or the error that stood in for one
+                release, retried = "", False
                 for attempt in range(2):
                     try:
                         r = c.get(self.url)
@@ -96,7 +112,7 @@ class Load:
                     else:
                         res.connection_errors += 1
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         """Begin sending in background threads."""
         self._t0 = time.monotonic()
         for _ in range(self.connections):

@@ -7,24 +7,56 @@ so p95 is computed the way PromQL's `histogram_quantile` does it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-__all__ = ["SlotMetrics", "histogram_quantile", "bucket_samples"]
+from turnout.errors import BackendError
+
+__all__ = ["SlotMetrics", "histogram_quantile", "count_at_or_below", "bucket_samples"]
 
 
 class SlotMetrics(BaseModel):
     """Traffic of one slot over one window."""
 
     slot: str
-    window: float = Field(..., ge=0, description="Seconds the numbers cover.")
-    requests: float = Field(..., ge=0)
-    errors: float = Field(0, ge=0, description="Responses with a 5xx status.")
+    window: float = Field(..., ge=0, allow_inf_nan=False, description="Seconds the numbers cover.")
+    requests: float = Field(..., ge=0, allow_inf_nan=False)
+    errors: float = Field(0, ge=0, allow_inf_nan=False, description="Responses with a 5xx status.")
     buckets: list[tuple[float, float]] = Field(
-        default_factory=list, description="Cumulative latency histogram (le seconds, count), +Inf last.")
+        default_factory=list, description="Cumulative latency histogram (le seconds, count), +Inf last."
+    )
     source: dict[str, Any] = Field(default_factory=dict, description="Where the numbers came from (URLs, queries).")
+
+    @field_validator("buckets")
+    @classmethod
+    def _finite_counts(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for le, count in v:
+            if math.isnan(le) or le < 0:
+                raise ValueError(f"bucket bound {le!r} is not a latency in seconds")
+            if not math.isfinite(count) or count < 0:
+                raise ValueError(f"bucket le={le:g} holds {count!r}, not a count")
+        return v
+
+    @classmethod
+    def measured(cls, **fields: Any) -> SlotMetrics:
+        """Build from a metrics source's numbers; NaN, Inf, negative or garbage values are a BackendError.
+
+        A metrics source that answers nonsense makes that measurement an *error* (never a pass, never
+        an exception that strands a deployment), saying which value was wrong.
+        """
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "value"
+            source = fields.get("source", {}).get("kind", "the metrics source")
+            raise BackendError(
+                f"{source} answered an unusable {where} for slot {fields.get('slot')}: "
+                f"{first['msg']} (got {first.get('input')!r:.80})"
+            ) from None
 
     @property
     def error_rate(self) -> float | None:
@@ -43,10 +75,17 @@ class SlotMetrics(BaseModel):
 
     def summary(self) -> dict[str, Any]:
         """The numbers a verdict's evidence shows."""
-        r = lambda v, n=4: None if v is None else round(v, n)  # noqa: E731
-        return {"slot": self.slot, "window_s": r(self.window, 2), "requests": self.requests, "errors": self.errors,
-                "error_rate": r(self.error_rate), "availability": r(self.availability), "p95_s": r(self.p95),
-                "source": self.source}
+        rate, p95 = self.error_rate, self.p95
+        return {
+            "slot": self.slot,
+            "window_s": round(self.window, 2),
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": None if rate is None else round(rate, 4),
+            "availability": None if rate is None else round(1 - rate, 4),
+            "p95_s": None if p95 is None else round(p95, 4),
+            "source": self.source,
+        }
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -57,7 +96,8 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     """
     if not buckets:
         return None
-    buckets = sorted(buckets, key=lambda b: b[0])
+    if any(a[0] > b[0] for a, b in itertools.pairwise(buckets)):  # providers give them sorted: skip the sort then
+        buckets = sorted(buckets, key=lambda b: b[0])
     total = buckets[-1][1]
     if total <= 0:
         return None
@@ -74,6 +114,19 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     return prev_le
 
 
+def count_at_or_below(buckets: list[tuple[float, float]], value: float) -> float:
+    """Observations at or below `value` seconds, interpolated linearly inside its bucket (the inverse of
+    `histogram_quantile`); 0 without buckets."""
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in sorted(buckets, key=lambda b: b[0]):
+        if value <= le:
+            if math.isinf(le):
+                return prev_count
+            return prev_count + (count - prev_count) * (value - prev_le) / (le - prev_le) if le > prev_le else count
+        prev_le, prev_count = le, count
+    return prev_count
+
+
 def bucket_samples(buckets: list[tuple[float, float]], cap: int = 20000) -> list[float]:
     """Representative latency samples from cumulative buckets (each observation at its bucket's midpoint).
 
@@ -86,7 +139,7 @@ def bucket_samples(buckets: list[tuple[float, float]], cap: int = 20000) -> list
     out: list[float] = []
     prev_le, prev_count = 0.0, 0.0
     for le, count in buckets:
-        n = int(round((count - prev_count) * scale))
+        n = round((count - prev_count) * scale)
         value = prev_le * 2 if math.isinf(le) else (prev_le + le) / 2
         out.extend([value] * max(n, 0))
         prev_le, prev_count = (prev_le if math.isinf(le) else le), count

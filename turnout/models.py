@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import enum
 import re
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator, model_validator
 
 __all__ = [
     "SLOTS",
     "Slot",
     "other_slot",
     "validate_release",
+    "Release",
     "RELEASE_PATTERN",
     "Split",
     "Outcome",
@@ -25,6 +26,7 @@ __all__ = [
     "Verdict",
     "DeploymentEvent",
     "SlotStatus",
+    "RouterState",
     "utcnow",
 ]
 
@@ -40,7 +42,7 @@ _RELEASE_RE = re.compile(RELEASE_PATTERN)
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC (the ledger stores nothing else)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def other_slot(slot: str) -> str:
@@ -50,23 +52,35 @@ def other_slot(slot: str) -> str:
     return SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
 
 
+def _shown(image: str, limit: int = 60) -> str:
+    # An error echoes what was given, but never a screenful of it: the first characters say which one it was.
+    return repr(image) if len(image) <= limit else repr(image[:limit] + "…") + f" ({len(image)} characters)"
+
+
 def validate_release(image: str) -> str:
     """Return `image` if it is a safe release name, else raise ValueError saying which character is wrong."""
     if not isinstance(image, str) or not image:
         raise ValueError("the release (--image) is empty")
     bad = sorted({c for c in image if not re.match(r"[A-Za-z0-9._/:@+-]", c)})
     if bad:
-        shown = ", ".join(repr(c) for c in bad)
+        shown = ", ".join(repr(c) for c in bad[:10])
         raise ValueError(
-            f"release {image!r} contains characters that are not allowed in an image name: {shown} "
+            f"release {_shown(image)} contains characters that are not allowed in an image name: {shown} "
             "(allowed: letters, digits and . _ / : @ + -)"
         )
     if not _RELEASE_RE.match(image):
         raise ValueError(
-            f"release {image!r} is not a valid image name: it must start with a letter or digit "
+            f"release {_shown(image)} is not a valid image name: it must start with a letter or digit "
             "and be at most 255 characters"
         )
     return image
+
+
+# A flow parameter that is a release: checked once, by `validate_release` (its message names the bad
+# character), while Prefect's form still shows the pattern.
+Release = Annotated[
+    str, AfterValidator(validate_release), WithJsonSchema({"type": "string", "pattern": RELEASE_PATTERN})
+]
 
 
 class Split(BaseModel):
@@ -76,18 +90,18 @@ class Split(BaseModel):
     green: int = Field(0, ge=0, le=100)
 
     @model_validator(mode="after")
-    def _sums_to_100(self) -> "Split":
+    def _sums_to_100(self) -> Split:
         if self.blue + self.green != 100:
             raise ValueError(f"weights must sum to 100, got blue={self.blue} green={self.green}")
         return self
 
     @classmethod
-    def all_to(cls, slot: str) -> "Split":
+    def all_to(cls, slot: str) -> Split:
         """A split sending 100% to `slot`."""
         return cls(**{slot: 100, other_slot(slot): 0})
 
     @classmethod
-    def canary(cls, stable: str, weight: int) -> "Split":
+    def canary(cls, stable: str, weight: int) -> Split:
         """`weight`% to the slot that is not `stable`, the rest to `stable`."""
         return cls(**{other_slot(stable): weight, stable: 100 - weight})
 
@@ -107,7 +121,7 @@ class Split(BaseModel):
         return f"blue={self.blue} green={self.green}"
 
 
-class Outcome(str, enum.Enum):
+class Outcome(str, enum.Enum):  # noqa: UP042 - StrEnum would change f"{member}" from "Outcome.PASS"
     """How a measurement or gate ended (Argo Rollouts' vocabulary)."""
 
     PASS = "pass"
@@ -116,7 +130,7 @@ class Outcome(str, enum.Enum):
     ERROR = "error"
 
 
-class Phase(str, enum.Enum):
+class Phase(str, enum.Enum):  # noqa: UP042 - StrEnum would change f"{member}" from "Phase.PRE_DEPLOY"
     """When a gate runs."""
 
     PRE_DEPLOY = "pre-deploy"
@@ -156,6 +170,42 @@ class SlotStatus(BaseModel):
     def running(self) -> bool:
         """True when the slot's release is up (not necessarily healthy)."""
         return self.state == "running"
+
+
+class RouterState(BaseModel):
+    """What a router really does now, established through the router itself — never from a file turnout wrote.
+
+    `configured` is what turnout last wrote (the router's file or API object); `split` is what the
+    running router has loaded, when it can tell (`known`). A crash between writing and loading leaves
+    the two different; recovery decides on `split` and puts the router back in sync before anything else.
+    """
+
+    serving: bool = Field(description="The router runs and answers.")
+    split: Split | None = Field(description="The split in force, None when not serving, never routed or unknown.")
+    configured: Split | None = Field(description="The split turnout last wrote.")
+    known: bool = Field(True, description="False when the router cannot tell its loaded split.")
+    generation: int | None = Field(None, description="The loaded config's generation, when the router has one.")
+    detail: str = Field("", description="How it was established, or why not.")
+
+    @property
+    def routed(self) -> bool:
+        """True once turnout ever routed traffic here (something was written)."""
+        return self.configured is not None or self.split is not None
+
+    @property
+    def in_sync(self) -> bool:
+        """The router serves exactly what turnout last wrote."""
+        return self.serving and self.known and self.split == self.configured
+
+    def describe(self) -> str:
+        """One line for `status` and recovery's reasons."""
+        if not self.serving:
+            return f"NOT SERVING ({self.detail})" if self.routed else "not routed yet"
+        if not self.known:
+            return f"{self.configured} written, loaded split unknown ({self.detail})"
+        if self.split != self.configured:
+            return f"{self.split} (turnout's file says {self.configured}, never loaded)"
+        return str(self.split)
 
 
 class DeploymentEvent(BaseModel):

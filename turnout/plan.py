@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from turnout.errors import UnsafeState
-from turnout.models import SLOTS, Split, SlotStatus, other_slot
+from turnout.errors import EXIT_OK, UnsafeState
+from turnout.models import SLOTS, SlotStatus, Split, other_slot
 from turnout.runtime import Runtime
 
-__all__ = ["BlueGreenPlan", "plan_blue_green"]
+__all__ = ["BlueGreenPlan", "plan_blue_green", "served_split"]
 
 
 @dataclass
@@ -32,11 +32,20 @@ class BlueGreenPlan:
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form for artifacts and the ledger."""
         return {
-            "environment": self.environment, "release": self.release, "live_slot": self.live_slot,
-            "idle_slot": self.idle_slot, "live_release": self.live_release,
+            "environment": self.environment,
+            "release": self.release,
+            "live_slot": self.live_slot,
+            "idle_slot": self.idle_slot,
+            "live_release": self.live_release,
             "current_split": self.current_split.as_dict() if self.current_split else None,
-            "new_split": self.new_split.as_dict(), "start_commands": self.start_commands, "notes": self.notes,
+            "new_split": self.new_split.as_dict(),
+            "start_commands": self.start_commands,
+            "notes": self.notes,
         }
+
+    def dry_run(self) -> dict[str, Any]:
+        """The answer to `--dry-run`, the same from the command line and from the flow: nothing changed."""
+        return {"outcome": "dry-run", "plan": self.as_dict(), "text": self.render(), "exit_code": EXIT_OK}
 
     def render(self) -> str:
         """The plan as the operator reads it."""
@@ -45,7 +54,8 @@ class BlueGreenPlan:
             f"  live slot : {self.live_slot or '(none: first deployment)'}"
             + (f" running {self.live_release}" if self.live_release else ""),
             f"  idle slot : {self.idle_slot} ({self.idle_status.state}"
-            + (f", holds {self.idle_status.release}" if self.idle_status.release else "") + ")",
+            + (f", holds {self.idle_status.release}" if self.idle_status.release else "")
+            + ")",
             f"  traffic   : {self.current_split or '(not routed yet)'}  ->  {self.new_split}",
             "  start     :",
             *[f"    {c}" for c in self.start_commands],
@@ -56,9 +66,24 @@ class BlueGreenPlan:
         return "\n".join(lines)
 
 
+def served_split(rt: Runtime) -> Split | None:
+    """The split the router really serves (its loaded state); what turnout wrote when it cannot tell.
+
+    Raises UnsafeState when the router was routing and no longer serves: plans are made on what clients see.
+    """
+    state = rt.router_state()
+    if state.routed and not state.serving:
+        raise UnsafeState(
+            f"the router of {rt.name} is not serving ({state.detail}); nothing was started. "
+            f"Start it: a router turnout runs itself comes back with `turnout recover --environment "
+            f"{rt.name}`, an operator's NGINX with its service manager"
+        )
+    return state.split if state.known else state.configured
+
+
 def plan_blue_green(rt: Runtime, release: str) -> BlueGreenPlan:
-    """Read the router's split and the slots' state; raise UnsafeState when traffic is split."""
-    split = rt.router.get_split()
+    """Read what the router serves and the slots' state; raise UnsafeState when traffic is split."""
+    split = served_split(rt)
     notes: list[str] = []
     if split is None:
         live = None
@@ -75,15 +100,24 @@ def plan_blue_green(rt: Runtime, release: str) -> BlueGreenPlan:
     if live:
         live_release = statuses[live].release
         if not statuses[live].running:
-            notes.append(f"the live slot {live} is not running ({statuses[live].detail or statuses[live].state}); "
-                         "there is no warm slot to return to if this release fails")
+            notes.append(
+                f"the live slot {live} is not running ({statuses[live].detail or statuses[live].state}); "
+                "there is no warm slot to return to if this release fails"
+            )
     if statuses[idle].running:
         notes.append(f"slot {idle} still runs {statuses[idle].release}; it will be stopped and replaced")
     new_split = Split.all_to(idle)
     return BlueGreenPlan(
-        environment=rt.name, release=release, live_slot=live, idle_slot=idle, current_split=split,
-        new_split=new_split, live_release=live_release, idle_status=statuses[idle],
+        environment=rt.name,
+        release=release,
+        live_slot=live,
+        idle_slot=idle,
+        current_split=split,
+        new_split=new_split,
+        live_release=live_release,
+        idle_status=statuses[idle],
         live_status=statuses[live] if live else None,
         start_commands=rt.target.describe_start(idle, release),
-        router_diff=rt.router.plan(new_split, rt.backends()), notes=notes,
+        router_diff=rt.router.plan(new_split, rt.backends()),
+        notes=notes,
     )

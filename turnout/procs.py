@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["pid_alive", "start_ticks", "children_of"]
+__all__ = ["pid_alive", "start_ticks", "process_started_at", "children_of"]
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -36,6 +36,19 @@ def start_ticks(pid: int) -> int | None:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def process_started_at(pid: int) -> float | None:
+    """When `pid` started, in seconds since the epoch (comparable with file mtimes); None when gone."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children_of(parent: int) -> set[int]:

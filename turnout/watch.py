@@ -80,5 +80,7 @@ class WatchResult:
         if self.trigger:
             return f"watch triggered after {self.seconds:.1f}s: {self.trigger}"
         verdict = "clean" if self.clean else "inconclusive (no measurement had enough traffic)"
-        return (f"watch {verdict} over {self.seconds:.0f}s: {self.measurements} measurement(s), "
-                f"{self.conclusive} with enough traffic, {self.errors} error(s)")
+        return (
+            f"watch {verdict} over {self.seconds:.0f}s: {self.measurements} measurement(s), "
+            f"{self.conclusive} with enough traffic, {self.errors} error(s)"
+        )

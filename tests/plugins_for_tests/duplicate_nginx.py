@@ -1,8 +1,8 @@
 """A plugin that claims the router name 'nginx' a second time."""
 
 import turnout
-from plugins.nginx import NginxConfig, NginxRouter
 from turnout.interfaces import Registration
+from turnout.plugins.nginx import NginxConfig, NginxRouter
 
 
 @turnout.hookimpl

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 import turnout
-from plugins.nginx import NginxConfig, NginxRouter
-from plugins.process import ProcessConfig, ProcessTarget
 from turnout.interfaces import Registration
 from turnout.models import Outcome, Phase, Verdict
+from turnout.plugins.nginx import NginxConfig, NginxRouter
+from turnout.plugins.process import ProcessConfig, ProcessTarget
 
 EVENTS: list = []
 NOTIFIED: list = []
@@ -25,6 +25,9 @@ class ConstantMetrics:
     def validate(self):
         pass
 
+    def check_series(self, slot, endpoints, fresh=False):
+        pass
+
     def begin(self, slot, endpoints):
         pass
 
@@ -35,10 +38,8 @@ class ConstantMetrics:
 
 
 class AlwaysPass:
-    phases = {Phase.PRE_DEPLOY}
-
     def __init__(self, config, environment):
-        pass
+        self.phases = {Phase.PRE_DEPLOY}
 
     def evaluate(self, phase, context):
         return Verdict(gate="always-pass", phase=phase, outcome=Outcome.PASS, reason="always")

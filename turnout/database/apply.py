@@ -9,8 +9,9 @@ database stays at a known revision in between, because each migration runs in it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from alembic import command
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +20,7 @@ from turnout.config import DatabaseConfig
 from turnout.database.project import AlembicProject
 from turnout.database.snapshot import engine_for
 from turnout.database.url import scrub
+from turnout.faults import crash_point
 
 __all__ = ["ApplyResult", "apply_migrations", "downgrade_to", "sqlstate"]
 
@@ -41,8 +43,14 @@ class ApplyResult:
         return self.error is None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, "attempts": self.attempts, "error": self.error,
-                "sqlstate": self.sqlstate, "seconds": self.seconds}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "attempts": self.attempts,
+            "error": self.error,
+            "sqlstate": self.sqlstate,
+            "seconds": self.seconds,
+        }
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -61,8 +69,13 @@ def _connect(url: str, cfg: DatabaseConfig):
     return conn
 
 
-def apply_migrations(url: str, project: AlembicProject, cfg: DatabaseConfig, target: str | None = None,
-                     on_attempt: Callable[[dict], None] | None = None) -> ApplyResult:
+def apply_migrations(
+    url: str,
+    project: AlembicProject,
+    cfg: DatabaseConfig,
+    target: str | None = None,
+    on_attempt: Callable[[dict], None] | None = None,
+) -> ApplyResult:
     """Upgrade to `target` (default head); retry on lock timeouts; never raises for a migration error."""
     target = target or project.head
     t0 = time.monotonic()
@@ -73,20 +86,31 @@ def apply_migrations(url: str, project: AlembicProject, cfg: DatabaseConfig, tar
         conn = _connect(url, cfg)
         try:
             project.config.attributes["connection"] = conn
+            record: dict[str, Any]  # one entry of result.attempts
             a0 = time.monotonic()
             try:
-                command.upgrade(project.config, target)
+                for step in _steps(project, conn, target):  # one at a time: a crash point between each
+                    crash_point("migration:before", step)
+                    if conn.in_transaction():  # a read (the current revision) autobegan one: Alembic must own it
+                        conn.rollback()
+                    command.upgrade(project.config, step)
+                    crash_point("migration:after", step)
                 record = {"attempt": attempt, "ok": True, "seconds": round(time.monotonic() - a0, 3)}
                 result.attempts.append(record)
                 result.end, result.error = project.current(conn), None
                 break
             except DBAPIError as e:
                 state = sqlstate(e)
-                conn.rollback()
-                result.end = project.current(conn)
+                result.end = _revision_now(conn, url, cfg, project)
                 result.error, result.sqlstate = scrub(str(e.orig).strip().splitlines()[0], url), state
-                record = {"attempt": attempt, "ok": False, "sqlstate": state, "error": result.error,
-                          "at_revision": result.end, "seconds": round(time.monotonic() - a0, 3)}
+                record = {
+                    "attempt": attempt,
+                    "ok": False,
+                    "sqlstate": state,
+                    "error": result.error,
+                    "at_revision": result.end,
+                    "seconds": round(time.monotonic() - a0, 3),
+                }
                 result.attempts.append(record)
                 if on_attempt:
                     on_attempt(record)
@@ -103,11 +127,50 @@ def apply_migrations(url: str, project: AlembicProject, cfg: DatabaseConfig, tar
                 result.error = scrub(f"{type(e).__name__}: {e}", url)
                 result.attempts.append({"attempt": attempt, "ok": False, "error": result.error})
                 break
+            except BaseException:  # a signal (turnout.signals.Interrupted): stop the statement on the server too
+                _cancel(conn)
+                raise
         finally:
             project.config.attributes.pop("connection", None)
             conn.close()
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def _revision_now(conn, url: str, cfg: DatabaseConfig, project: AlembicProject, wait: float = 60.0) -> str | None:
+    """The revision after a failed migration: on `conn`, or on a new connection when the server cut it (a
+    restart), retried for up to `wait` seconds while the server comes back. Raises when it never does."""
+    try:
+        conn.rollback()
+        return project.current(conn)
+    except DBAPIError:
+        pass
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with _connect(url, cfg) as fresh:
+                return project.current(fresh)
+        except DBAPIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _cancel(conn) -> None:
+    """Cancel the statement running on `conn` (PostgreSQL), so its transaction ends now, not when it would."""
+    try:
+        raw = conn.connection.dbapi_connection
+        (getattr(raw, "cancel_safe", None) or raw.cancel)()
+    except Exception:
+        pass
+
+
+def _steps(project: AlembicProject, conn, target: str) -> list[str]:
+    """The revisions from the database's current one up to `target`, oldest first (`[target]` when unknown)."""
+    ids = [r.id for r in project.pending(project.current(conn))]
+    if target not in ids:
+        return [target]
+    return ids[: ids.index(target) + 1]
 
 
 def downgrade_to(url: str, project: AlembicProject, cfg: DatabaseConfig, revision: str | None) -> str | None:

@@ -41,21 +41,42 @@ class Backup:
     proof: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "dialect": self.dialect, "revision": self.revision, "seconds": self.seconds,
-                "size": self.size, "proved": self.proved, "proof": self.proof, "fingerprint": self.fingerprint}
+        return {
+            "path": str(self.path),
+            "dialect": self.dialect,
+            "revision": self.revision,
+            "seconds": self.seconds,
+            "size": self.size,
+            "proved": self.proved,
+            "proof": self.proof,
+            "fingerprint": self.fingerprint,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Backup":
+    def from_dict(cls, d: dict[str, Any]) -> Backup:
         """The backup a ledger action recorded."""
-        return cls(Path(d["path"]), d["dialect"], d.get("revision"), d["fingerprint"], d.get("seconds", 0.0),
-                   d.get("size", 0), d.get("proved", False), d.get("proof", {}))
+        return cls(
+            Path(d["path"]),
+            d["dialect"],
+            d.get("revision"),
+            d["fingerprint"],
+            d.get("seconds", 0.0),
+            d.get("size", 0),
+            d.get("proved", False),
+            d.get("proof", {}),
+        )
 
 
 def pg_env(url: str, database: str | None = None) -> dict[str, str]:
     """libpq environment variables for `url` (the password in PGPASSWORD, not on the command line)."""
     u = make_url(url)
-    env = {**os.environ, "PGHOST": u.host or "127.0.0.1", "PGPORT": str(u.port or 5432),
-           "PGDATABASE": database or u.database or "", "PGCONNECT_TIMEOUT": "10"}
+    env = {
+        **os.environ,
+        "PGHOST": u.host or "127.0.0.1",
+        "PGPORT": str(u.port or 5432),
+        "PGDATABASE": database or u.database or "",
+        "PGCONNECT_TIMEOUT": "10",
+    }
     if u.username:
         env["PGUSER"] = u.username
     if u.password:
@@ -110,7 +131,7 @@ class ScratchDatabase:
             self.name = str(folder / f"{name}.sqlite")
             self.url = f"sqlite:///{self.name}"
 
-    def __enter__(self) -> "ScratchDatabase":
+    def __enter__(self) -> ScratchDatabase:
         self.drop()
         if self.dialect == "postgresql":
             with engine_for(self._admin).connect().execution_options(isolation_level="AUTOCOMMIT") as c:
@@ -132,8 +153,12 @@ class ScratchDatabase:
         """Restore `backup` into the scratch database; the seconds it took."""
         t0 = time.monotonic()
         if self.dialect == "postgresql":
-            _run(["pg_restore", "--exit-on-error", "--no-owner", "-j", str(jobs), "-d", self.name, str(backup.path)],
-                 self.live_url, pg_env(self.live_url, self.name), "pg_restore into the scratch database")
+            _run(
+                ["pg_restore", "--exit-on-error", "--no-owner", "-j", str(jobs), "-d", self.name, str(backup.path)],
+                self.live_url,
+                pg_env(self.live_url, self.name),
+                "pg_restore into the scratch database",
+            )
         else:
             shutil.copyfile(backup.path, self.name)
         return round(time.monotonic() - t0, 3)
@@ -143,26 +168,49 @@ def prove_backup(backup: Backup, scratch: ScratchDatabase, jobs: int) -> Backup:
     """Restore into `scratch` and compare with the fingerprint taken at backup time; raise if they differ."""
     seconds = scratch.load(backup, jobs)
     diffs = differences(backup.fingerprint, fingerprint(engine_for(scratch.url)))
-    backup.proof = {"restore_seconds": seconds, "scratch": redact(scratch.url), "tables": len(backup.fingerprint),
-                    "rows": sum(v["rows"] for v in backup.fingerprint.values()), "differences": diffs}
+    backup.proof = {
+        "restore_seconds": seconds,
+        "scratch": redact(scratch.url),
+        "tables": len(backup.fingerprint),
+        "rows": sum(v["rows"] for v in backup.fingerprint.values()),
+        "differences": diffs,
+    }
     if diffs:
-        raise BackendError(f"the backup {backup.path.name} does not restore to what was backed up: {'; '.join(diffs[:5])}")
+        raise BackendError(
+            f"the backup {backup.path.name} does not restore to what was backed up: {'; '.join(diffs[:5])}"
+        )
     backup.proved = True
     return backup
 
 
 def restore_backup(url: str, backup: Backup) -> list[str]:
     """Put the live database back to the backup; returns the differences after (empty = proved equal)."""
+    live = make_url(url).database
+    if not live:
+        raise BackendError("the database URL names no database to restore onto")
     if backup.dialect == "postgresql":
         engine = engine_for(url)
         extra = sorted(set(fingerprint(engine)) - set(backup.fingerprint))
         with engine.begin() as c:  # tables the failed run created are not in the dump: --clean would leave them
             for name in extra:
                 c.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-        _run(["pg_restore", "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-owner",
-              "-d", make_url(url).database, str(backup.path)], url, pg_env(url), "pg_restore onto the live database")
+        _run(
+            [
+                "pg_restore",
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--exit-on-error",
+                "--no-owner",
+                "-d",
+                live,
+                str(backup.path),
+            ],
+            url,
+            pg_env(url),
+            "pg_restore onto the live database",
+        )
     else:
-        live = make_url(url).database
         with sqlite3.connect(backup.path) as src, sqlite3.connect(live) as dst:
             src.backup(dst)
     return differences(backup.fingerprint, fingerprint(engine_for(url)))

@@ -29,14 +29,19 @@ class Finding:
     """One squawk finding, with the statement it is about."""
 
     rule: str
-    level: str          # error (refuses), contract (refused while the old release is live), warning
+    level: str  # error (refuses), contract (refused while the old release is live), warning
     message: str
     line: int
     statement: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "level": self.level, "message": self.message, "line": self.line,
-                "statement": self.statement}
+        return {
+            "rule": self.rule,
+            "level": self.level,
+            "message": self.message,
+            "line": self.line,
+            "statement": self.statement,
+        }
 
 
 @dataclass
@@ -58,8 +63,12 @@ class MigrationLint:
         return [f for f in self.findings if f.level == "error"]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "message": self.message, "kind": self.kind,
-                "findings": [f.as_dict() for f in self.findings]}
+        return {
+            "revision": self.revision,
+            "message": self.message,
+            "kind": self.kind,
+            "findings": [f.as_dict() for f in self.findings],
+        }
 
 
 def squawk_binary() -> str:
@@ -92,8 +101,13 @@ def lint_sql(revision: str, message: str, sql: str, cfg: DatabaseConfig) -> Migr
         line = int(item.get("line") or 0)  # squawk counts lines from 0
         if "alembic_version" in _statement(lines, line):
             continue  # Alembic's own bookkeeping table, not the application's schema
-        level = ("error" if rule in cfg.lint_errors or rule == "syntax-error"
-                 else "contract" if rule in cfg.contract_rules else "warning")
+        level = (
+            "error"
+            if rule in cfg.lint_errors or rule == "syntax-error"
+            else "contract"
+            if rule in cfg.contract_rules
+            else "warning"
+        )
         result.findings.append(Finding(rule, level, item.get("message", ""), line + 1, _statement(lines, line)))
     return result
 

@@ -28,8 +28,12 @@ def _has_real_downgrade(fn) -> bool:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
         return True  # cannot tell: assume it is real, the failure path still proves the result
-    body = [n for n in tree.body[0].body
-            if not (isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant))]
+    node = tree.body[0]
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return True  # not a def (e.g. a name bound to something else): cannot tell, as above
+    body = [
+        n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant))
+    ]
     return bool(body) and not all(isinstance(n, (ast.Pass, ast.Raise)) for n in body)
 
 
@@ -57,6 +61,7 @@ class AlembicProject:
             if not location:
                 raise ConfigError(f"{src}: {ini} has no script_location")
         else:
+            assert cfg.script_location is not None  # DatabaseConfig requires alembic_ini or script_location
             location = str(env.resolve(cfg.script_location))
             self.config = Config()
             self.config.set_main_option("script_location", location)
@@ -68,8 +73,10 @@ class AlembicProject:
             raise ConfigError(f"{src}: no Alembic project at {self.script.dir} (env.py is missing)")
         heads = self.script.get_heads()
         if len(heads) != 1:
-            raise ConfigError(f"{src}: the Alembic history has {len(heads)} heads ({', '.join(heads) or 'none'}); "
-                              "turnout migrates a linear history: merge the heads first")
+            raise ConfigError(
+                f"{src}: the Alembic history has {len(heads)} heads ({', '.join(heads) or 'none'}); "
+                "turnout migrates a linear history: merge the heads first"
+            )
         self.head = heads[0]
 
     def current(self, connection) -> str | None:
@@ -82,8 +89,9 @@ class AlembicProject:
         try:
             revs = list(self.script.iterate_revisions(self.head, current or "base"))
         except Exception as e:
-            raise ConfigError(f"the database is at revision {current!r}, which this Alembic project does not know: {e}"
-                              ) from None
+            raise ConfigError(
+                f"the database is at revision {current!r}, which this Alembic project does not know: {e}"
+            ) from None
         return [self._revision(r) for r in reversed(revs)]
 
     def revision(self, rev_id: str) -> Revision:
@@ -93,15 +101,19 @@ class AlembicProject:
     @staticmethod
     def _revision(r) -> Revision:
         reversible = _has_real_downgrade(getattr(r.module, "downgrade", None))
-        return Revision(r.revision, r.down_revision if isinstance(r.down_revision, str) else None,
-                        (r.doc or "").strip(), reversible)
+        return Revision(
+            r.revision, r.down_revision if isinstance(r.down_revision, str) else None, (r.doc or "").strip(), reversible
+        )
 
     def sql(self, rev: Revision, dialect_url: str = "postgresql://") -> str:
         """The SQL `rev` runs, rendered offline for `dialect_url`'s dialect (no connection, no credentials)."""
         buf = io.StringIO()
-        cfg = Config(self.config.config_file_name, output_buffer=buf) if self.config.config_file_name else \
-            Config(output_buffer=buf)
-        cfg.set_main_option("script_location", self.config.get_main_option("script_location"))
+        cfg = (
+            Config(self.config.config_file_name, output_buffer=buf)
+            if self.config.config_file_name
+            else Config(output_buffer=buf)
+        )
+        cfg.set_main_option("script_location", self.config.get_main_option("script_location") or "")
         cfg.set_main_option("sqlalchemy.url", dialect_url)
         cfg.attributes["offline"] = True
         command.upgrade(cfg, f"{rev.down}:{rev.id}" if rev.down else rev.id, sql=True)

@@ -27,9 +27,12 @@ def fingerprint(engine: Engine) -> dict[str, dict[str, Any]]:
             q = conn.dialect.identifier_preparer.quote(name)
             if conn.dialect.name == "postgresql":
                 # the sum of each row's 60-bit md5 prefix: order-independent, and no sort of the whole table
-                rows, checksum = conn.execute(text(
-                    f"SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) "
-                    f"FROM {q} t")).one()
+                rows, checksum = conn.execute(
+                    text(
+                        f"SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) "
+                        f"FROM {q} t"
+                    )
+                ).one()
             else:
                 rows = checksum = 0
                 for r in conn.execute(text(f"SELECT * FROM {q}")):
@@ -39,8 +42,9 @@ def fingerprint(engine: Engine) -> dict[str, dict[str, Any]]:
     return out
 
 
-def differences(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]],
-                only: set[str] | None = None) -> list[str]:
+def differences(
+    expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]], only: set[str] | None = None
+) -> list[str]:
     """What differs between two fingerprints (limited to `only` tables when given); [] when equal."""
     names = (set(expected) | set(actual)) if only is None else only
     diffs = []

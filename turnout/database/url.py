@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from sqlalchemy.engine import make_url
 
@@ -19,19 +20,25 @@ def resolve_url(cfg: DatabaseConfig, environment: str) -> str:
         if value:
             return _checked(value, f"${cfg.url_env}")
         if not (cfg.secret_block or cfg.default_url):
-            raise ConfigError(f"deployments/{environment}.toml: database: ${cfg.url_env} is not set "
-                              "(it must hold the database URL, e.g. postgresql+psycopg://user:***@host/db)")
+            raise ConfigError(
+                f"deployments/{environment}.toml: database: ${cfg.url_env} is not set "
+                "(it must hold the database URL, e.g. postgresql+psycopg://user:***@host/db)"
+            )
     if cfg.secret_block:
         try:
             from prefect.blocks.system import Secret
 
-            return _checked(str(Secret.load(cfg.secret_block, _sync=True).get()), f"Secret block {cfg.secret_block!r}")
+            # prefect's async_dispatch accepts _sync; its type hints do not say so
+            secret = cast(Secret, Secret.load(cfg.secret_block, _sync=True))  # type: ignore[call-arg]
+            return _checked(str(secret.get()), f"Secret block {cfg.secret_block!r}")
         except ConfigError:
             raise
         except Exception as e:
             if not cfg.default_url:
-                raise ConfigError(f"deployments/{environment}.toml: database: cannot read Prefect Secret block "
-                                  f"{cfg.secret_block!r}: {type(e).__name__}") from None
+                raise ConfigError(
+                    f"deployments/{environment}.toml: database: cannot read Prefect Secret block "
+                    f"{cfg.secret_block!r}: {type(e).__name__}"
+                ) from None
     return _checked(cfg.default_url or "", "default_url")
 
 
@@ -39,8 +46,9 @@ def _checked(url: str, source: str) -> str:
     try:
         make_url(url)
     except Exception:
-        raise ConfigError(f"database URL from {source} is not a SQLAlchemy URL (it is not shown: it may hold a "
-                          "password)") from None
+        raise ConfigError(
+            f"database URL from {source} is not a SQLAlchemy URL (it is not shown: it may hold a password)"
+        ) from None
     return url
 
 

@@ -32,8 +32,12 @@ def create_app(release: str, slot: str = ""):
     b = behaviour(release)
     started = time.monotonic()
     registry = CollectorRegistry()
-    requests_total = Counter("http_requests_total", "HTTP requests", ["release", "slot", "method", "path", "code"], registry=registry)
-    duration = Histogram("http_request_duration_seconds", "Request latency", ["release", "slot"], buckets=BUCKETS, registry=registry)
+    requests_total = Counter(
+        "http_requests_total", "HTTP requests", ["release", "slot", "method", "path", "code"], registry=registry
+    )
+    duration = Histogram(
+        "http_request_duration_seconds", "Request latency", ["release", "slot"], buckets=BUCKETS, registry=registry
+    )
     headers = {"X-Release": release, "X-Slot": slot}
 
     async def root(request: Request) -> Response:
@@ -58,16 +62,24 @@ def create_app(release: str, slot: str = ""):
         return JSONResponse({"release": release, "items": [1, 2, 3]}, headers=headers)
 
     async def echo(request: Request) -> Response:
-        return JSONResponse({"release": release, "body": (await request.body()).decode(errors="replace")}, headers=headers)
+        return JSONResponse(
+            {"release": release, "body": (await request.body()).decode(errors="replace")}, headers=headers
+        )
 
     async def live(request: Request) -> Response:
         return JSONResponse({"status": "live", "release": release}, headers=headers)
 
     async def ready(request: Request) -> Response:
-        ok = (b.get("ready", True) and bool(current("ready", 1.0))
-              and time.monotonic() - started >= float(b.get("start_delay", 0)))
-        return JSONResponse({"status": "ready" if ok else "not ready", "release": release},
-                            status_code=200 if ok else 503, headers=headers)
+        ok = (
+            b.get("ready", True)
+            and bool(current("ready", 1.0))
+            and time.monotonic() - started >= float(b.get("start_delay", 0))
+        )
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "release": release},
+            status_code=200 if ok else 503,
+            headers=headers,
+        )
 
     async def set_fault(request: Request) -> Response:
         """Change this process's behaviour now: {"error_rate": 0.5, "latency": 2, "ready": 0}; {} clears it."""
@@ -81,11 +93,17 @@ def create_app(release: str, slot: str = ""):
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app = Starlette(routes=[
-        Route("/", root), Route("/api/items", items), Route("/api/echo", echo, methods=["POST"]),
-        Route("/health/live", live), Route("/health/ready", ready), Route("/metrics", metrics),
-        Route("/admin/fault", set_fault, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/", root),
+            Route("/api/items", items),
+            Route("/api/echo", echo, methods=["POST"]),
+            Route("/health/live", live),
+            Route("/health/ready", ready),
+            Route("/metrics", metrics),
+            Route("/admin/fault", set_fault, methods=["POST"]),
+        ]
+    )
 
     async def measured(scope, receive, send):
         """ASGI wrapper counting every request (but /metrics) by status code, and timing it."""
@@ -114,5 +132,6 @@ def main(release: str, host: str, port: int, slot: str = "") -> None:
     if behaviour(release).get("crash_on_start"):
         print(f"demo_app {release}: crashing at start as releases.toml asks", file=sys.stderr)
         sys.exit(3)
-    uvicorn.run(create_app(release, slot), host=host, port=port, log_level="warning",
-                access_log=False, timeout_keep_alive=75)
+    uvicorn.run(
+        create_app(release, slot), host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75
+    )

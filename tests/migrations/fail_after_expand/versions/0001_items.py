@@ -2,6 +2,7 @@
 
 Revision ID: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -10,8 +11,12 @@ down_revision = None
 
 
 def upgrade() -> None:
-    op.create_table("items", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text, nullable=False),
-                    sa.Column("legacy_code", sa.Text, nullable=True))
+    op.create_table(
+        "items",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("legacy_code", sa.Text, nullable=True),
+    )
 
 
 def downgrade() -> None:

@@ -24,5 +24,4 @@ class ConsoleReporter:
         if event.kind in _SKIP:
             return
         phase = event.phase or event.kind.split(".")[0]
-        print(f"{event.at:%H:%M:%S} {event.environment:<10} {phase:<12} {event.message}",
-              file=self.stream, flush=True)
+        print(f"{event.at:%H:%M:%S} {event.environment:<10} {phase:<12} {event.message}", file=self.stream, flush=True)

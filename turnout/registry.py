@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PluginInfo", "Registry", "get_registry", "reset_registry"]
 
-log = logging.getLogger("turnout.plugins")
+log = logging.getLogger("turnout.registry")
 
 _HOOK_BY_KIND = {
     "router": "register_routers",
@@ -43,6 +43,7 @@ _HOOK_BY_KIND = {
     "metrics": "register_metrics_providers",
     "gate": "register_gates",
     "notifier": "register_notifiers",
+    "judge": "register_judges",
 }
 
 
@@ -72,12 +73,9 @@ class Registry:
         self._regs: dict[str, dict[str, tuple[Registration, str]]] = {k: {} for k in PLUGIN_KINDS}
         self._trace = os.environ.get("TURNOUT_TRACE_HOOKS") == "1"
         for kind, hook in _HOOK_BY_KIND.items():
-            # one implementation at a time, so every answer is attributed to the plugin that gave it
-            for impl in getattr(pm.hook, hook).get_hookimpls():
-                source = self._source_of(impl.plugin)
-                if self._trace:
-                    sys.stderr.write(f"  {hook} [{impl.plugin_name}]\n")
-                for reg in impl.function() or []:
+            for plugin, answer in self._call_each(hook):
+                source = self._source_of(plugin)
+                for reg in [r for regs in answer for r in regs or []]:
                     if not isinstance(reg, Registration):
                         raise ConfigError(f"plugin {source}: {hook}() must return Registration objects, got {reg!r}")
                     if reg.name in self._regs[kind]:
@@ -87,6 +85,29 @@ class Registry:
                             "uninstall one or restrict loading with TURNOUT_LOAD_PLUGINS"
                         )
                     self._regs[kind][reg.name] = (reg, source)
+
+    def _callers(self, hook: str) -> list[tuple[Any, Any]]:
+        """(plugin, hook caller restricted to that plugin's implementation) per implementing plugin.
+
+        pluggy makes the call, so an implementation receives only the arguments it declares and
+        every wrapper (`wrapper=True`) runs around it; restricting each call to one plugin is what
+        attributes an answer to the plugin that gave it.
+        """
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        callers = []
+        for impl in impls:
+            others = [i.plugin for i in impls if i is not impl]
+            callers.append((impl.plugin, self.pm.subset_hook_caller(hook, remove_plugins=others)))
+        return callers
+
+    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[Any, Any]]:
+        """Call `hook` once per implementing plugin: (plugin, pluggy's list of non-None results)."""
+        answers = []
+        for plugin, caller in self._callers(hook):
+            if self._trace:
+                sys.stderr.write(f"  {hook} [{self.pm.get_name(plugin)}]\n")
+            answers.append((plugin, caller(**kwargs)))
+        return answers
 
     def _source_of(self, plugin: Any) -> str:
         name = getattr(plugin, "__name__", None) or type(plugin).__module__
@@ -121,7 +142,7 @@ class Registry:
             source, _, key = where.rpartition(": ")
             raise ConfigError(format_validation_error(source or where, e, f"{key}." if source else "")) from None
 
-    def create(self, kind: str, table: PluginTable, environment: "Environment", where: str) -> Any:
+    def create(self, kind: str, table: PluginTable, environment: Environment, where: str) -> Any:
         """Build the plugin object an environment table names."""
         reg = self.registration(kind, table.kind, f"{where}.kind")
         config = self.validate_settings(kind, table, where)
@@ -129,13 +150,14 @@ class Registry:
 
     def broadcast(self, event: DeploymentEvent) -> None:
         """Deliver an event to every plugin's `deployment_event`; failures are logged, not raised."""
-        for impl in self.pm.hook.deployment_event.get_hookimpls():
+        # one call per plugin, so a plugin that raises keeps the event from no other plugin
+        for plugin, caller in self._callers("deployment_event"):
             if self._trace:
-                sys.stderr.write(f"  deployment_event [{impl.plugin_name}] {event.kind}\n")
+                sys.stderr.write(f"  deployment_event [{self.pm.get_name(plugin)}] {event.kind}\n")
             try:
-                impl.function(event=event)
+                caller(event=event)
             except Exception as e:  # a plugin must never break a deployment
-                log.warning("plugin %s failed on event %s: %s", self._source_of(impl.plugin), event.kind, e)
+                log.warning("plugin %s failed on event %s: %s", self._source_of(plugin), event.kind, e)
 
 
 def _build_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
@@ -167,7 +189,7 @@ def _build_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
         pm.check_pending()  # a misspelled hook name fails here, not silently
     except pluggy.PluginValidationError as e:
         raise ConfigError(f"a plugin implements an unknown hook: {e}") from e
-    if os.environ.get("TURNOUT_TRACE_HOOKS") == "1":  # hooks called through pluggy are traced by it
+    if os.environ.get("TURNOUT_TRACE_HOOKS") == "1":  # pluggy prints every call, arguments and answers
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm, sources
