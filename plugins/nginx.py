@@ -489,9 +489,11 @@ class NginxRouter:
             crash_point("router-write:after")  # the file says the new split, NGINX still serves the old one
             self._test()
             crash_point("router-reload:before")
+            self._last_workers = set()
             if self.config.mode == "managed" and not self.running():
                 self._start_managed()
             elif self.config.mode == "managed":
+                self._last_workers = children_of(self._master_pid() or 0)
                 self._run(self._ctl("-s", "reload"), "nginx reload")
             else:
                 master = self._master_pid()
@@ -537,6 +539,15 @@ class NginxRouter:
                     ok, last = False, f"{type(e).__name__}: {e}"
                 streak = streak + 1 if ok else 0
                 if streak >= need:
+                    # New workers answer with the new config while the old ones may still accept new
+                    # connections with the old one (the master sleeps before telling them to quit, longer
+                    # on a loaded machine): in force means none of them accepts any more.
+                    old_left = self._old_workers_accepting(timeout - (time.monotonic() - start))
+                    if old_left:
+                        raise BackendError(
+                            f"NGINX serves generation {want_gen}, but worker(s) {sorted(old_left)} with the "
+                            f"previous config still accept connections after {timeout:g}s"
+                        )
                     if self.config.mode == "managed":
                         self._record_workers()
                     return {
@@ -551,6 +562,19 @@ class NginxRouter:
             f"NGINX did not confirm split {split} (generation {want_gen}) within {timeout:g}s at {url}; "
             f"last response: {last}"
         )
+
+    def _old_workers_accepting(self, timeout: float) -> set[int]:
+        """Wait (up to `timeout`) until no worker from before the last reload accepts; those that still do."""
+        old: set[int] = getattr(self, "_last_workers", set())
+        master = self._master_pid()
+        if not old or master is None:
+            return set()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            left = {w for w in old & children_of(master) if _accepting(w)}
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.02)
 
     def _verify_workers(self, timeout: float) -> dict[str, Any]:
         """Without a verify URL: new workers exist and every old one has stopped accepting.

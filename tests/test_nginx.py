@@ -74,6 +74,36 @@ def test_switch_is_verified_and_complete(managed, backends):
     assert served_by(f"http://{managed.config.listen}/", 30) == {"green": 30}
 
 
+def test_verify_waits_until_no_worker_with_the_old_config_accepts(managed, backends):
+    """A reload is in force only when the old workers stop accepting: until then a new connection may
+    still meet the old split (seen under CPU load: recovery read the old generation right after a
+    verified switch back and refused to stop the canary). The old worker is held with SIGSTOP, so it
+    cannot take its quit order; verify must wait for it rather than trust the new workers' answers."""
+    import signal
+    import threading
+    import time
+
+    from turnout.plugins.nginx import _accepting
+    from turnout.procs import children_of
+
+    managed.apply(Split.all_to("blue"), backends)
+    managed.verify(Split.all_to("blue"), backends)
+    (old,) = children_of(managed._master_pid())
+    os.kill(old, signal.SIGSTOP)
+    held = threading.Timer(1.5, os.kill, (old, signal.SIGCONT))
+    try:
+        held.start()
+        t0 = time.monotonic()
+        managed.apply(Split.all_to("green"), backends)
+        managed.verify(Split.all_to("green"), backends)
+        took = time.monotonic() - t0
+        assert not _accepting(old), f"verify returned after {took:.2f}s while the old worker still accepts"
+    finally:
+        held.cancel()
+        os.kill(old, signal.SIGCONT) if pid_alive(old) else None
+    assert {managed.observe().generation for _ in range(20)} == {2}
+
+
 def test_apply_is_idempotent(managed, backends):
     managed.apply(Split.all_to("blue"), backends)
     text = managed.include.read_text()
