@@ -10,7 +10,8 @@ that grows with every change. Applying a split:
 2. `nginx -t` on the whole configuration; on failure the previous file is restored;
 3. `nginx -s reload` (or start the managed master when it is not running);
 4. verify: requests through NGINX must come back carrying the new generation (and, for a 100%
-   split, from the new slot) — a reload returning only means the signal was sent.
+   split, from the new slot) — a reload returning only means the signal was sent — and no worker
+   from before the reload may still accept connections (until then one may meet the old split).
 
 What NGINX *really* does is read from NGINX itself, never from the file (`observe`): a crash between
 writing the file and the reload leaves a file NGINX never loaded. The loaded config announces its own
