@@ -53,7 +53,7 @@ from turnout.faults import crash_point
 from turnout.health import http_client
 from turnout.interfaces import Registration
 from turnout.models import SLOTS, RouterState, Split
-from turnout.procs import children_of, pid_alive, process_started_at, start_ticks
+from turnout.procs import children_of, parent_of, pid_alive, process_started_at, start_ticks
 
 NAME = "nginx"
 
@@ -572,7 +572,7 @@ class NginxRouter:
             return set()
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
-            left = {w for w in old & children_of(master) if _accepting(w)}
+            left = {w for w in old if _accepting(w) and parent_of(w) == master}
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.02)
