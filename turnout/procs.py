@@ -82,10 +82,4 @@ def children_of(parent: int) -> set[int]:
 
 def _scan_children(parent: int) -> set[int]:
     """`children_of` by reading every process's stat (kernels without CONFIG_PROC_CHILDREN)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields and len(fields) > 1 and fields[1] == str(parent):
-                found.add(int(entry))
-    return found
+    return {int(e) for e in os.listdir("/proc") if e.isdigit() and parent_of(int(e)) == parent}
